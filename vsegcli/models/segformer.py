@@ -32,7 +32,7 @@ def _register(variant: str) -> None:
 
     @register_architecture(
         f"segformer-{variant}", family="segformer", temporal=False,
-        description=f"SegFormer MiT-{variant.upper()} (depths {list(cfg.depths)}), per-frame",
+        description=f"SegFormer, MiT-{variant.upper()} encoder (depths {'-'.join(map(str, cfg.depths))}) + all-MLP head",
         variant=variant, embed_dim=SEGFORMER_EMBED_DIM[variant],
     )
     def build(num_classes: int, **options) -> SegFormer:

@@ -129,7 +129,8 @@ class MixVisionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_channels = tuple(cfg.embed_dims)
-        rates = torch.linspace(0, drop_path_rate, sum(cfg.depths)).tolist()
+        n = sum(cfg.depths)  # stochastic-depth rate grows linearly over all blocks (plain floats: meta-device safe)
+        rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
         start = 0
         for s in range(4):
             dim = cfg.embed_dims[s]

@@ -1,0 +1,183 @@
+"""The Python API: load a model once, then segment videos, image folders or single frames.
+
+    from vsegcli import api
+    seg = api.load("weights/stt-effl0-camvid.safetensors", device="auto")
+    summary = seg.run("street.mp4", output="street_seg.mp4", labels_dir="street_labels")
+    for index, labels in seg.iter_labels("street.mp4"):   # (H, W) uint8 class indices
+        ...
+
+The `vseg run` command is this module plus argument parsing and progress display.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from vsegcli.engine import LabelPngSink, Predictor, Sink, VideoSink, inference_size, select_device, stream
+from vsegcli.errors import VsegError
+from vsegcli.render import Palette
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "default.safetensors"
+RANDOM_INIT_MODEL = "segformer-b0"
+
+
+def default_checkpoint() -> Path | None:
+    """The shipped default model, if this installation has one."""
+    return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
+
+
+@dataclass
+class ModelInfo:
+    architecture: str
+    checkpoint: str | None
+    source_format: str
+    num_classes: int
+    label_set: str | None
+    ignored_keys: list[str] = field(default_factory=list)
+    random_init: bool = False
+    temporal: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Segmenter:
+    """A loaded model plus its pre/post-processing on one device."""
+
+    def __init__(self, predictor: Predictor, info: ModelInfo) -> None:
+        self.predictor = predictor
+        self.info = info
+
+    def iter_labels(self, source: str | Path, start: int = 0, max_frames: int | None = None,
+                    stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame index, (H, W) uint8 labels) for every frame of a video or image folder."""
+        from vsegcli.video import FrameReader
+
+        session = self.predictor.new_session()
+        with FrameReader(source, start=start, max_frames=max_frames, stride=stride) as reader:
+            for index, frame in reader:
+                yield index, self.predictor.step(session, self.predictor.upload(frame)).cpu().numpy()
+
+    def segment_frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Labels for a list of RGB uint8 frames, treated as consecutive frames of one video."""
+        session = self.predictor.new_session()
+        return [self.predictor.step(session, self.predictor.upload(f)).cpu().numpy() for f in frames]
+
+    def run(
+        self,
+        source: str | Path,
+        output: str | Path | None = None,
+        labels_dir: str | Path | None = None,
+        color_labels: bool = False,
+        opacity: float = 0.5,
+        start: int = 0,
+        max_frames: int | None = None,
+        stride: int = 1,
+        overwrite: bool = False,
+        extra_sinks: list[Sink] | None = None,
+        on_start: Callable[[int | None], None] | None = None,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Segment one video or image folder: overlay video and/or label PNGs. Returns a summary dict."""
+        from vsegcli.video import FrameReader, VideoWriter, output_fps
+
+        if output is None and labels_dir is None and not extra_sinks:
+            raise VsegError("nothing to write: give an output video, a labels folder, or both")
+        if not 0.0 <= opacity <= 1.0:
+            raise VsegError(f"opacity must be between 0 and 1, got {opacity}")
+        reader = FrameReader(source, start=start, max_frames=max_frames, stride=stride)
+        info = reader.info
+        sinks: list[Sink] = []
+        try:
+            if output is not None:
+                writer = VideoWriter(
+                    output, info.width, info.height, output_fps(info, stride),
+                    audio_source=Path(source) if info.has_audio else None,
+                    audio_start=start / info.fps if info.fps else 0.0, overwrite=overwrite,
+                )
+                sinks.append(VideoSink(writer))
+            if labels_dir is not None:
+                sinks.append(LabelPngSink(Path(labels_dir), self.predictor.palette, color_labels, overwrite))
+            sinks.extend(extra_sinks or [])
+        except BaseException:
+            for s in sinks:
+                s.abort()
+            reader.close()
+            raise
+        if on_start is not None:
+            on_start(info.num_frames)
+        stats = stream(self.predictor, iter(reader), sinks, opacity=opacity, on_frame=on_frame)
+        if stats.frames == 0:
+            raise VsegError(f"{source}: no frames decoded (is --start beyond the end?)")
+        net_h, net_w = inference_size(info.height, info.width, self.predictor.size, self.predictor.model.size_divisor)
+        summary: dict[str, Any] = {
+            "input": str(source),
+            "output": str(output) if output is not None else None,
+            "labels_dir": str(labels_dir) if labels_dir is not None else None,
+            "frames": stats.frames,
+            "seconds": round(stats.seconds, 3),
+            "fps": round(stats.fps, 2),
+            "width": info.width,
+            "height": info.height,
+            "inference_size": [net_w, net_h],
+            "video_fps": output_fps(info, stride),
+            "audio": bool(info.has_audio and output is not None),
+            "stage_seconds": {
+                "decode_wait": round(stats.times.decode_wait, 3),
+                "inference": round(stats.times.inference, 3),
+                **{k: round(v, 3) for k, v in stats.times.sinks.items()},
+            },
+        }
+        if output is not None:
+            padded = sinks[0].writer.padded_size  # type: ignore[attr-defined]
+            if tuple(padded) != (info.width, info.height):
+                summary["encoded_size"] = list(padded)
+        return summary
+
+
+def load(
+    checkpoint: str | Path | None = None,
+    model: str | None = None,
+    device: str | int | None = "auto",
+    precision: str = "fp32",
+    size: int | None = None,
+    seed: int = 0,
+) -> Segmenter:
+    """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
+
+    With neither, the shipped default checkpoint is used; until one ships, a randomly initialised
+    segformer-b0 (Cityscapes classes) so the pipeline can still be exercised — its labels mean nothing.
+    """
+    from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
+    from vsegcli.labels import get_label_set
+    from vsegcli.models import build_model, get_architecture
+
+    dev = select_device(device)
+    if checkpoint is None and model is None:
+        checkpoint = default_checkpoint()
+        if checkpoint is None:
+            model = RANDOM_INIT_MODEL
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint, architecture=model)
+        net, meta = loaded.model, loaded.meta
+        info = ModelInfo(meta.architecture, str(loaded.path), loaded.source_format, meta.num_classes,
+                         meta.label_set, list(loaded.ignored_keys))
+    else:
+        assert model is not None
+        label_set = get_label_set("cityscapes")
+        torch.manual_seed(seed)  # same random weights every time: determinism holds even here
+        net = build_model(model, label_set.num_classes).eval()
+        meta = CheckpointMeta.from_model(net, label_set=label_set)
+        info = ModelInfo(model, None, "random-init", net.num_classes, label_set.name, random_init=True)
+    info.temporal = get_architecture(info.architecture).temporal
+    predictor = Predictor(
+        net, meta.mean, meta.std, Palette.from_list(meta.palette), dev, precision,
+        size=size if size is not None else meta.input_size, classes=list(meta.classes),
+    )
+    return Segmenter(predictor, info)
+

@@ -1,0 +1,137 @@
+"""The streaming pipeline with in-memory frames and sinks (no video I/O)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vsegcli.engine import Predictor, inference_size, select_device, stream
+from vsegcli.errors import VsegError
+from vsegcli.labels import get_label_set
+from vsegcli.models import build_model
+from vsegcli.render import Palette
+
+MEAN = [123.675, 116.28, 103.53]
+STD = [58.395, 57.12, 57.375]
+
+
+def make_predictor(arch: str = "segformer-b0", size: int | None = None) -> Predictor:
+    torch.manual_seed(0)
+    model = build_model(arch, 11)
+    return Predictor(model, MEAN, STD, Palette.from_label_set(get_label_set("camvid")), torch.device("cpu"), size=size)
+
+
+def frames(n: int, h: int = 41, w: int = 67):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        yield i, rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+class ListSink:
+    def __init__(self, delay: float = 0.0, fail_at: int | None = None):
+        self.items: list = []
+        self.closed = self.aborted = False
+        self.delay, self.fail_at = delay, fail_at
+
+    def write(self, index, frame, labels, blended):
+        if self.fail_at is not None and index == self.fail_at:
+            raise OSError("disk full")
+        time.sleep(self.delay)
+        self.items.append((index, labels.copy(), None if blended is None else blended.copy()))
+
+    def close(self):
+        self.closed = True
+        return len(self.items)
+
+    def abort(self):
+        self.aborted = True
+
+
+def test_inference_size_rules():
+    assert inference_size(480, 853, None, 32) == (480, 864)  # mmseg AlignedResize
+    assert inference_size(272, 640, None, 32) == (288, 640)
+    assert inference_size(1080, 1920, 480, 32) == (480, 864)
+    assert inference_size(241, 321, None, 8) == (248, 328)
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(VsegError):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(VsegError, match="CUDA is not available"):
+            select_device("cuda:0")
+        with pytest.raises(VsegError):
+            select_device(1)
+
+
+def test_stream_labels_match_direct_inference():
+    pred = make_predictor()
+    sink = ListSink()
+    stats = stream(pred, frames(5), [sink])
+    assert stats.frames == 5 and sink.closed and not sink.aborted
+    assert [i for i, _, _ in sink.items] == list(range(5))
+    # the same frames through the model directly: same labels, at the frame's own size
+    model = pred.model
+    for (i, frame), (_, labels, _) in zip(frames(5), sink.items):
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+        x = torch.nn.functional.interpolate(x, size=(64, 96), mode="bilinear", align_corners=False)
+        x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+        with torch.no_grad():
+            logits = model.forward_frame(x)
+        up = torch.nn.functional.interpolate(logits, size=(41, 67), mode="bilinear", align_corners=False)
+        expected = up.argmax(1)[0].numpy().astype(np.uint8)
+        assert labels.shape == (41, 67) and labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels, expected)
+
+
+def test_stream_is_deterministic():
+    a, b = ListSink(), ListSink()
+    stream(make_predictor(), frames(3), [a])
+    stream(make_predictor(), frames(3), [b])
+    for x, y in zip(a.items, b.items):
+        np.testing.assert_array_equal(x[1], y[1])
+
+
+def test_sink_error_aborts_all_sinks_and_propagates():
+    good, bad = ListSink(), ListSink(fail_at=3)
+    with pytest.raises(OSError, match="disk full"):
+        stream(make_predictor(), frames(20), [good, bad])
+    assert good.aborted and bad.aborted and not good.closed
+
+
+def test_decode_error_propagates():
+    def broken():
+        yield from frames(2)
+        raise VsegError("truncated video")
+
+    sink = ListSink()
+    with pytest.raises(VsegError, match="truncated"):
+        stream(make_predictor(), broken(), [sink])
+    assert sink.aborted and not sink.closed
+
+
+def test_slow_sink_keeps_memory_bounded():
+    """A slow sink back-pressures inference instead of queueing every frame."""
+    produced = []
+
+    def counting():
+        for item in frames(40, 16, 16):
+            produced.append(time.perf_counter())
+            yield item
+
+    sink = ListSink(delay=0.01)
+    threads_before = threading.active_count()
+    stats = stream(make_predictor(), counting(), [sink])
+    assert stats.frames == 40 and len(sink.items) == 40
+    assert threading.active_count() <= threads_before + 1  # workers finished
+
+
+def test_overlay_only_computed_when_a_video_sink_exists():
+    sink = ListSink()
+    stream(make_predictor(), frames(2), [sink])
+    assert all(b is None for _, _, b in sink.items)

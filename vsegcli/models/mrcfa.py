@@ -1,0 +1,244 @@
+"""MRCFA (Sun et al., ECCV 2022): SegFormer + cross-frame affinities, `mrcfa-b0` ... `mrcfa-b5`.
+
+A target frame t attends to the reference frames t-9, t-6, t-3 (`mrcfa_reference_indices`).
+The model splits into two parts so a streaming session can run each frame's expensive part once:
+
+* per frame: MiT backbone + SegFormer fuse -> `FrameFeatures` (c2, c3, c4, fused `_c` at
+  strides 4 and 8); `reference_features` reduces what a *later* target needs from this frame
+  (projected stride-32 keys and `sr1_feat` values, about 1.1 MiB per frame for B0 at 480x864).
+* per target: `MRCFAHead.temporal(target, references)` -> logits at stride 4.
+
+Parameter names follow the official checkpoint (`decode_head.deco4.smalldecoder.1`,
+`decode_head.hypercorre_module.*`, `decode_head.sr2`, ...). The training-only `conv_seg` and
+`deco1..3` are not built; the checkpoint importer reports them as ignored.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from vsegcli.errors import VsegError
+from vsegcli.models.backbones.mit import MIT_CONFIGS, mit
+from vsegcli.models.base import Segmentor, Session
+from vsegcli.models.heads.segformer_head import SegFormerHead, resize
+from vsegcli.models.registry import register_architecture
+from vsegcli.models.temporal.mrcfa_module import HyperCorrelation, ReferenceKeys
+
+MRCFA_DILATION = (-9, -6, -3)
+MRCFA_HISTORY = 9  # frames a session keeps: t-9 is the oldest reference
+MRCFA_EMBED_DIM = 256  # decoder width of every official MRCFA config, B2/B5 included
+
+# Hard-coded early-frame clips of the official VSPW test set (`CustomDataset_video2`).
+_EARLY_REFERENCES = {3: [0, 1, 2], 4: [0, 2, 3], 5: [0, 2, 4], 6: [0, 2, 4], 7: [0, 3, 5], 8: [0, 3, 6]}
+
+
+def mrcfa_reference_indices(t: int) -> list[int]:
+    """Reference frames (oldest first) for target frame `t`; empty for t < 3 (per-frame output)."""
+    if t < 0:
+        raise ValueError(f"frame index must be >= 0, got {t}")
+    if t < 3:
+        return []
+    if t in _EARLY_REFERENCES:
+        return list(_EARLY_REFERENCES[t])
+    return [t + d for d in MRCFA_DILATION]
+
+
+def _check_frame_size(h: int, w: int) -> None:
+    # All three reference scales must land on the same stride-32 grid as c4.
+    if h % 32 or w % 32:
+        raise VsegError(
+            f"MRCFA needs frame sizes divisible by 32, got {h}x{w}; resize frames to a multiple of 32 "
+            "first (the official pipeline resizes 480x853 to 480x864)."
+        )
+
+
+class FrameFeatures(NamedTuple):
+    """Per-frame results the temporal part needs from a target frame."""
+
+    c2: torch.Tensor  # (B, C2, H/8, W/8)
+    c3: torch.Tensor  # (B, C3, H/16, W/16)
+    c4: torch.Tensor  # (B, C4, H/32, W/32)
+    fused: torch.Tensor  # (B, E, H/4, W/4): SegFormer's `_c`
+    fused8: torch.Tensor  # (B, E, H/8, W/8): `_c` resized to stride 8
+
+
+class ReferenceFeatures(NamedTuple):
+    """What a later target needs from a reference frame: stride-32 tokens, (B, [R,] N32, C)."""
+
+    keys: ReferenceKeys  # k1(sr2(c2)), k2(sr3(c3)), k3(c4)
+    values: torch.Tensor  # sr1_feat(fused8) tokens, (.., N32, E)
+
+
+def stack_references(refs: Sequence[ReferenceFeatures]) -> ReferenceFeatures:
+    """Per-frame (B, N, C) reference features -> (B, R, N, C), in the given order."""
+    keys = ReferenceKeys(*(torch.stack(parts, dim=1) for parts in zip(*(r.keys for r in refs))))
+    return ReferenceFeatures(keys, torch.stack([r.values for r in refs], dim=1))
+
+
+class SmallDecoder(nn.Module):
+    """`small_decoder2` upstream: Dropout2d then a 1x1 classifier (keys `smalldecoder.1.*`)."""
+
+    def __init__(self, embed_dim: int, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.smalldecoder = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(embed_dim, num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.smalldecoder(x)
+
+
+class MRCFAHead(SegFormerHead):
+    """SegFormer head + deco4, the cross-frame affinity module and the stride-32 reducers."""
+
+    def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
+                 hpn_units: int = 1, keep_ratio: float = 0.5) -> None:
+        super().__init__(in_channels, embed_dim, num_classes, dropout)
+        _, c2, c3, _ = in_channels
+        self.deco4 = SmallDecoder(embed_dim, num_classes, dropout)
+        self.hypercorre_module = HyperCorrelation(in_channels, hpn_units, keep_ratio)
+        self.sr2 = nn.Conv2d(c2, c2, 4, stride=4)  # stride 8 -> 32
+        self.sr3 = nn.Conv2d(c3, c3, 2, stride=2)  # stride 16 -> 32
+        self.sr1_feat = nn.Conv2d(embed_dim, embed_dim, 4, stride=4)  # fused stride 8 -> 32 (values)
+
+    def frame_features(self, feats: Sequence[torch.Tensor]) -> FrameFeatures:
+        _, c2, c3, c4 = feats
+        fused = self.fuse(feats)
+        h, w = fused.shape[-2:]
+        return FrameFeatures(c2, c3, c4, fused, resize(fused, (h // 2, w // 2)))
+
+    def reference_features(self, f: FrameFeatures) -> ReferenceFeatures:
+        keys = self.hypercorre_module.reference_keys(self.sr2(f.c2), self.sr3(f.c3), f.c4)
+        return ReferenceFeatures(keys, self.sr1_feat(f.fused8).flatten(2).transpose(1, 2))
+
+    def temporal(self, target: FrameFeatures, refs: ReferenceFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target logits (B, K, H/4, W/4) and the kept-token mask (B, R, N32) from stacked references."""
+        aff = self.hypercorre_module(target.c2, target.c3, target.c4, refs.keys)
+        attn = aff.logits.softmax(dim=2)  # over the kept tokens of each reference separately
+        index = aff.index.unsqueeze(-1).expand(-1, -1, -1, refs.values.shape[-1])
+        values = refs.values.gather(2, index)  # (B, R, s, E)
+        b, r = values.shape[:2]
+        agg = (values.transpose(-2, -1) @ attn).reshape(b, r, -1, *target.fused8.shape[-2:])
+        out = self.deco4(agg.mean(dim=1) + target.fused8)
+        return resize(out, target.fused.shape[-2:]), aff.mask
+
+
+class MRCFAOutputs(NamedTuple):
+    logits: torch.Tensor  # the temporal (deco4) prediction
+    frame_logits: torch.Tensor  # the per-frame SegFormer prediction of the target
+    topk_mask: torch.Tensor  # (B, R, N32) bool: reference tokens kept by the top-k selection
+
+
+class MRCFA(Segmentor):
+    temporal = True
+    output_stride = 4
+    num_clips = 4  # 3 references + the target; other clip lengths fall back to per-frame output
+
+    def __init__(self, num_classes: int, variant: str = "b0", embed_dim: int = MRCFA_EMBED_DIM,
+                 keep_ratio: float | None = None, hpn_units: int | None = None,
+                 drop_path_rate: float = 0.1, dropout: float = 0.1) -> None:
+        super().__init__(num_classes)
+        # Official defaults by backbone: keep 80% of tokens for B0, 50% otherwise; two-unit HPN for B1 only.
+        keep_ratio = keep_ratio if keep_ratio is not None else (0.8 if variant == "b0" else 0.5)
+        hpn_units = hpn_units if hpn_units is not None else (2 if variant == "b1" else 1)
+        self.backbone = mit(variant, drop_path_rate)
+        self.decode_head = MRCFAHead(self.backbone.out_channels, embed_dim, num_classes, dropout,
+                                     hpn_units, keep_ratio)
+
+    def encode(self, images: torch.Tensor) -> FrameFeatures:
+        """The per-frame part: backbone + SegFormer fuse, for a batch of frames (B, 3, H, W)."""
+        return self.decode_head.frame_features(self.backbone(images))
+
+    def forward_frame(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode_head(self.backbone(images))
+
+    def _encode_clip(self, frames: torch.Tensor) -> tuple[FrameFeatures, ReferenceFeatures]:
+        b, t = frames.shape[:2]
+        if t != self.num_clips:
+            raise ValueError(f"MRCFA clips have {self.num_clips} frames (3 references + target), got {t}")
+        _check_frame_size(*frames.shape[-2:])
+        feats = self.encode(frames.flatten(0, 1))  # one batched backbone pass over all frames
+        per_clip = [x.unflatten(0, (b, t)) for x in feats]
+        target = FrameFeatures(*(x[:, -1] for x in per_clip))
+        refs = self.decode_head.reference_features(FrameFeatures(*(x[:, :-1].flatten(0, 1) for x in per_clip)))
+        keys = ReferenceKeys(*(k.unflatten(0, (b, t - 1)) for k in refs.keys))
+        return target, ReferenceFeatures(keys, refs.values.unflatten(0, (b, t - 1)))
+
+    def forward_clip(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, 3, H, W) in time order, target last: T=4 -> MRCFA logits; T<4 -> the
+        target's per-frame logits (the official early-frame fallback)."""
+        if frames.dim() != 5:
+            raise ValueError(f"forward_clip expects (B, T, 3, H, W), got {tuple(frames.shape)}")
+        if frames.shape[1] < self.num_clips:
+            return self.forward_frame(frames[:, -1])
+        target, refs = self._encode_clip(frames)
+        return self.decode_head.temporal(target, refs)[0]
+
+    def clip_outputs(self, frames: torch.Tensor) -> MRCFAOutputs:
+        """Everything the official head computes at test time for a 4-frame clip (for checks/debugging)."""
+        target, refs = self._encode_clip(frames)
+        logits, mask = self.decode_head.temporal(target, refs)
+        return MRCFAOutputs(logits, self.decode_head.classify(target.fused), mask)
+
+    def new_session(self) -> MRCFASession:
+        return MRCFASession(self)
+
+
+class MRCFASession(Session):
+    """Streaming MRCFA: each frame's backbone, fuse and reference reduction run exactly once.
+
+    A ring buffer keeps the `ReferenceFeatures` of the last 9 frames (enough for t-9 and for the
+    early-frame exceptions, which reach back to frame 0 at most from t=8). Output at frame t equals
+    `forward_clip` on frames `mrcfa_reference_indices(t) + [t]`. Inference only (no autograd).
+    """
+
+    def __init__(self, model: MRCFA) -> None:
+        super().__init__(model)
+        self.cache: dict[int, ReferenceFeatures] = {}
+        self._frame_shape: tuple[int, ...] | None = None
+
+    @torch.no_grad()
+    def step(self, frame: torch.Tensor) -> torch.Tensor:
+        if self._frame_shape is None:
+            _check_frame_size(*frame.shape[-2:])
+            self._frame_shape = tuple(frame.shape)
+        elif tuple(frame.shape) != self._frame_shape:
+            raise VsegError(
+                f"frame shape changed mid-video from {self._frame_shape} to {tuple(frame.shape)}; "
+                "start a new session (or call reset()) for a new video."
+            )
+        head = self.model.decode_head
+        t = self.frame_index
+        target = self.model.encode(frame)
+        ref_ids = mrcfa_reference_indices(t)
+        if ref_ids:
+            logits, _ = head.temporal(target, stack_references([self.cache[i] for i in ref_ids]))
+        else:
+            logits = head.classify(target.fused)
+        self.cache[t] = head.reference_features(target)
+        self.cache.pop(t - MRCFA_HISTORY, None)  # frame t+1 reaches back to t-8 at most
+        self.frame_index += 1
+        return logits
+
+    def reset(self) -> None:
+        super().reset()
+        self.cache.clear()
+        self._frame_shape = None
+
+
+def _register(variant: str) -> None:
+    cfg = MIT_CONFIGS[variant]
+    keep_ratio = 0.8 if variant == "b0" else 0.5
+    hpn_units = 2 if variant == "b1" else 1
+
+    @register_architecture(
+        f"mrcfa-{variant}", family="mrcfa", temporal=True, baseline=f"segformer-{variant}",
+        description=f"MRCFA on MiT-{variant.upper()} (depths {list(cfg.depths)}), references t-9, t-6, t-3",
+        variant=variant, embed_dim=MRCFA_EMBED_DIM, keep_ratio=keep_ratio, hpn_units=hpn_units,
+    )
+    def build(num_classes: int, **options) -> MRCFA:
+        return MRCFA(num_classes, **options)
+
+
+for _v in MIT_CONFIGS:
+    _register(_v)

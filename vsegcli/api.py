@@ -84,7 +84,7 @@ class Segmenter:
         on_frame: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Segment one video or image folder: overlay video and/or label PNGs. Returns a summary dict."""
-        from vsegcli.video import FrameReader, VideoWriter, output_fps
+        from vsegcli.video import FrameReader, VideoWriter, output_fps, start_time
 
         if output is None and labels_dir is None and not extra_sinks:
             raise VsegError("nothing to write: give an output video, a labels folder, or both")
@@ -98,7 +98,7 @@ class Segmenter:
                 writer = VideoWriter(
                     output, info.width, info.height, output_fps(info, stride),
                     audio_source=Path(source) if info.has_audio else None,
-                    audio_start=start / info.fps if info.fps else 0.0, overwrite=overwrite,
+                    audio_start=start_time(info, start), overwrite=overwrite, source=Path(source),
                 )
                 sinks.append(VideoSink(writer))
             if labels_dir is not None:

@@ -22,7 +22,8 @@ from vsegcli.checkpoints import (
 from vsegcli.errors import VsegError
 from vsegcli.labels import get_label_set
 from vsegcli.models import build_model
-from vsegcli.models.backbones.mit import MIT_CONFIGS
+
+from ckptgen import generated_layout, mrcfa_layout, mrcfa_state_dict, reference_dir, tsv_layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -291,88 +292,18 @@ def test_detect_refuses_backbone_only_and_unknown():
 # Official MRCFA layout
 
 
-def _reference_dir() -> Path | None:
-    candidates = [os.environ.get("VSEG_REFERENCE_DIR"), REPO / "tests" / "fixtures",
-                  REPO / "shared" / "docs" / "reference", REPO.parent / "shared" / "docs" / "reference"]
-    for c in candidates:
-        if c and (Path(c) / "keys_mrcfa_b0.tsv").is_file():
-            return Path(c)
-    return None
-
-
-def _tsv_layout(variant: str) -> dict[str, list[int]] | None:
-    ref = _reference_dir()
-    if ref is None:
-        return None
-    layout = {}
-    for line in (ref / f"keys_mrcfa_{variant}.tsv").read_text().splitlines():
-        if line.strip():
-            key, shape, _hf = line.split("\t")
-            layout[key] = json.loads(shape)
-    return layout
-
-
-# HPN units per block as (in, out, kernel): B1 has two units per block, every other backbone one.
-_HPN = {
-    "b1": {"encoder_layer4": [(1, 1, 3), (1, 2, 3)], "encoder_layer3": [(1, 1, 3), (1, 2, 3)],
-           "encoder_layer2": [(1, 1, 5), (1, 2, 3)], "encoder_layer4to3": [(2, 2, 3), (2, 2, 3)],
-           "encoder_layer3to2": [(2, 2, 3), (2, 1, 3)]},
-    "other": {"encoder_layer4": [(1, 1, 3)], "encoder_layer3": [(1, 1, 5)], "encoder_layer2": [(1, 1, 5)],
-              "encoder_layer4to3": [(1, 1, 3)], "encoder_layer3to2": [(1, 1, 3)]},
-}
-
-
-def _generated_layout(variant: str, k: int = 124, e: int = 256) -> dict[str, list[int]]:
-    """The official MRCFA key layout from the published module facts (used when the reference
-    tables are not at hand, and cross-checked against them when they are)."""
-    layout = {n: list(t.shape) for n, t in build_model(f"segformer-{variant}", k, embed_dim=e).state_dict().items()}
-    c1, c2, c3, c4 = MIT_CONFIGS[variant].embed_dims
-    h = "decode_head."
-    layout[h + "conv_seg.weight"], layout[h + "conv_seg.bias"] = [k, 128, 1, 1], [k]
-    for n in range(1, 5):
-        layout[f"{h}deco{n}.smalldecoder.1.weight"], layout[f"{h}deco{n}.smalldecoder.1.bias"] = [k, e, 1, 1], [k]
-    for i, c in zip((1, 2, 3), (c2, c3, c4)):
-        for p in "qk":
-            layout[f"{h}hypercorre_module.{p}{i}.weight"], layout[f"{h}hypercorre_module.{p}{i}.bias"] = [c, c], [c]
-    for block, units in _HPN["b1" if variant == "b1" else "other"].items():
-        for j, (cin, cout, ks) in enumerate(units):
-            base = f"{h}hypercorre_module.hpn.{block}"
-            layout[f"{base}.{3 * j}.conv2.weight"], layout[f"{base}.{3 * j}.conv2.bias"] = [cout, cin, ks, ks], [cout]
-            layout[f"{base}.{3 * j + 1}.weight"], layout[f"{base}.{3 * j + 1}.bias"] = [cout], [cout]
-    for name, c, r in (("sr2", c2, 4), ("sr3", c3, 2), ("sr1_feat", e, 4)):
-        layout[f"{h}{name}.weight"], layout[f"{h}{name}.bias"] = [c, c, r, r], [c]
-    return layout
-
-
-def _mrcfa_layout(variant: str) -> dict[str, list[int]]:
-    return _tsv_layout(variant) or _generated_layout(variant)
-
-
-def _mrcfa_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in _mrcfa_layout(variant).items():
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(160000)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            sd[key] = torch.randn(shape, generator=g) * 0.05
-    return sd
-
-
 @pytest.mark.parametrize("variant", ["b0", "b1"])
-def test_generated_layout_matches_reference_tables(variant):
-    table = _tsv_layout(variant)
+def testgenerated_layout_matches_reference_tables(variant):
+    table = tsv_layout(variant)
     if table is None:
         pytest.skip("MRCFA key tables (keys_mrcfa_b*.tsv) not found; set VSEG_REFERENCE_DIR")
-    assert _generated_layout(variant) == table
+    assert generated_layout(variant) == table
     assert len(table) == {"b0": 240, "b1": 260}[variant]
 
 
 @pytest.mark.parametrize("variant", ["b0", "b1"])
 def test_detect_mrcfa(variant):
-    shapes = {k: torch.empty(s) for k, s in _mrcfa_layout(variant).items()}
+    shapes = {k: torch.empty(s) for k, s in mrcfa_layout(variant).items()}
     assert detect_architecture(shapes) == (f"mrcfa-{variant}", {"variant": variant})
     wrapped = {f"module.{k}": v for k, v in shapes.items()}
     assert detect_architecture(wrapped)[0] == f"mrcfa-{variant}"
@@ -393,7 +324,7 @@ needs_mrcfa = pytest.mark.skipif(not _mrcfa_available(), reason="vsegcli.models.
 @pytest.mark.parametrize("variant", ["b0", "b1"])
 def test_mrcfa_official_checkpoint_loads_strictly(variant, tmp_path):
     vspw = get_label_set("vspw")
-    sd = _mrcfa_state_dict(variant)
+    sd = mrcfa_state_dict(variant)
     opt = {"state": {}, "param_groups": [{"lr": 6e-5, "params": []}]}
     torch.save({"meta": _mmcv_meta(vspw.classes, vspw.palette), "state_dict": sd, "optimizer": opt},
                tmp_path / "mrcfa.pth")
@@ -424,8 +355,8 @@ def test_mrcfa_native_roundtrip(tmp_path):
 @needs_mrcfa
 def test_mrcfa_b1_with_single_unit_hpn_is_refused(tmp_path):
     """The first MRCFA commit used one HPN unit for every backbone; a B1 file of that kind must fail loudly."""
-    sd = {k: v for k, v in _mrcfa_state_dict("b1").items() if ".hpn." not in k}
-    for k, shape in _generated_layout("b0").items():
+    sd = {k: v for k, v in mrcfa_state_dict("b1").items() if ".hpn." not in k}
+    for k, shape in generated_layout("b0").items():
         if ".hpn." in k:
             sd[k] = torch.zeros(shape)
     torch.save({"state_dict": sd}, tmp_path / "old.pth")
@@ -435,7 +366,7 @@ def test_mrcfa_b1_with_single_unit_hpn_is_refused(tmp_path):
 
 def test_hf_names_from_table_map_back(tmp_path):
     """The HF column of the reference table, read in reverse, gives the NVlabs names (kv re-fused)."""
-    ref = _reference_dir()
+    ref = reference_dir()
     if ref is None:
         pytest.skip("MRCFA key tables (keys_mrcfa_b*.tsv) not found; set VSEG_REFERENCE_DIR")
     from vsegcli.checkpoints import _hf_to_native

@@ -46,7 +46,7 @@ def cli() -> None:
 def _console(quiet: bool):
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # one line per message, also in logs
     return console, (not quiet and console.is_terminal)
 
 
@@ -238,6 +238,9 @@ def models(as_json: bool) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 140)  # pipes/logs: don't squeeze the table
     console.print(table)
+
+
+from vsegcli.commands.report import report as _report; cli.add_command(_report)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -243,3 +243,19 @@ def test_official_mrcfa_checkpoint_runs_20_frames(variant, tmp_path):
     assert len(label_pngs(tmp_path / "l")) == 20
     loaded = load_checkpoint(ckpt)
     assert loaded.meta.classes[5] == "c5"
+
+
+def test_convert_official_mrcfa_to_native(tmp_path):
+    src = tmp_path / "mrcfa_b0.pth"
+    torch.save({"state_dict": mrcfa_state_dict("b0")}, src)
+    dst = tmp_path / "mrcfa.safetensors"
+    r = CliRunner().invoke(cli, ["convert", str(src), str(dst), "--half", "--label-set", "vspw", "--input-size", "480"])
+    assert r.exit_code == 0, r.output
+    native, official = load_checkpoint(dst), load_checkpoint(src)
+    assert native.meta.architecture == "mrcfa-b0" and native.meta.label_set == "vspw" and native.meta.input_size == 480
+    assert native.meta.classes[0] == "wall"
+    for k, v in official.model.state_dict().items():
+        assert torch.allclose(native.model.state_dict()[k].float(), v.float(), atol=1e-3, rtol=1e-3), k
+    assert dst.stat().st_size < src.stat().st_size * 0.6  # fp16
+    line = one_line_error(CliRunner().invoke(cli, ["convert", str(src), str(dst)]))
+    assert "already exists" in line

@@ -141,7 +141,7 @@ class Segmenter:
 
 
 def load(
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | None = None,  # a file/folder, or hf://owner/repo[@rev][/file]
     model: str | None = None,
     device: str | int | None = "auto",
     precision: str = "fp32",
@@ -154,6 +154,7 @@ def load(
     segformer-b0 (Cityscapes classes) so the pipeline can still be exercised — its labels mean nothing.
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
+    from vsegcli.hub import resolve_checkpoint
     from vsegcli.labels import get_label_set
     from vsegcli.models import build_model, get_architecture
 
@@ -163,7 +164,7 @@ def load(
         if checkpoint is None:
             model = RANDOM_INIT_MODEL
     if checkpoint is not None:
-        loaded = load_checkpoint(checkpoint, architecture=model)
+        loaded = load_checkpoint(resolve_checkpoint(checkpoint), architecture=model)
         net, meta = loaded.model, loaded.meta
         info = ModelInfo(meta.architecture, str(loaded.path), loaded.source_format, meta.num_classes,
                          meta.label_set, list(loaded.ignored_keys))

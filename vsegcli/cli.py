@@ -111,8 +111,9 @@ def _outputs_for(inputs: tuple[Path, ...], output: Path | None, labels_dir: Path
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Overlay video (.mp4). With several inputs: a folder. Default: ./<input>_seg.mp4")
-@click.option("--checkpoint", "-c", type=click.Path(path_type=Path),
-              help="Checkpoint: vseg .safetensors, Hugging Face SegFormer, NVlabs/mmseg SegFormer or official MRCFA .pth.")
+@click.option("--checkpoint", "-c", metavar="FILE|hf://REPO",
+              help="Checkpoint: vseg .safetensors, Hugging Face SegFormer (folder or hf://owner/repo), "
+                   "NVlabs/mmseg SegFormer or official MRCFA .pth.")
 @click.option("--model", "-m", help="Architecture name (see `vseg models`). Alone: random weights, for testing the pipeline.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--gpu", type=click.IntRange(min=0), help="Alias for --device cuda:N.")
@@ -129,7 +130,7 @@ def _outputs_for(inputs: tuple[Path, ...], output: Path | None, labels_dir: Path
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: Path | None, model: str | None, device: str,
+def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, model: str | None, device: str,
         gpu: int | None, precision: str, size: int | None, labels_dir: Path | None, color_labels: bool,
         report: Path | None, opacity: float, no_video: bool, start: int, max_frames: int | None, stride: int,
         overwrite: bool, quiet: bool, as_json: bool) -> None:

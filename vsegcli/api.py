@@ -147,11 +147,13 @@ def load(
     precision: str = "fp32",
     size: int | None = None,
     seed: int = 0,
+    label_set: str | None = None,
 ) -> Segmenter:
     """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
 
     With neither, the shipped default checkpoint is used; until one ships, a randomly initialised
-    segformer-b0 (Cityscapes classes) so the pipeline can still be exercised — its labels mean nothing.
+    segformer-b0 so the pipeline can still be exercised — its labels mean nothing. Random weights
+    predict the classes of `label_set` (default Cityscapes).
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
     from vsegcli.hub import resolve_checkpoint
@@ -170,11 +172,11 @@ def load(
                          meta.label_set, list(loaded.ignored_keys))
     else:
         assert model is not None
-        label_set = get_label_set("cityscapes")
-        torch.manual_seed(seed)  # same random weights every time: determinism holds even here
-        net = build_model(model, label_set.num_classes).eval()
-        meta = CheckpointMeta.from_model(net, label_set=label_set)
-        info = ModelInfo(model, None, "random-init", net.num_classes, label_set.name, random_init=True)
+        labels = get_label_set(label_set or "cityscapes")
+        torch.manual_seed(seed)  # same random weights every time (and in every torchrun process)
+        net = build_model(model, labels.num_classes).eval()
+        meta = CheckpointMeta.from_model(net, label_set=labels)
+        info = ModelInfo(model, None, "random-init", net.num_classes, labels.name, random_init=True)
     info.temporal = get_architecture(info.architecture).temporal
     predictor = Predictor(
         net, meta.mean, meta.std, Palette.from_list(meta.palette), dev, precision,

@@ -14,6 +14,7 @@ import click
 
 from vsegcli import __version__
 from vsegcli.errors import VsegError
+from vsegcli.progress import FrameProgress
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -48,43 +49,6 @@ def _console(quiet: bool):
 
     console = Console(stderr=True, soft_wrap=True)  # one line per message, also in logs
     return console, (not quiet and console.is_terminal)
-
-
-class _Progress:
-    """Rich progress on stderr (frames done/total, fps, ETA) — only when stderr is a terminal."""
-
-    def __init__(self, enabled: bool, console: Any) -> None:
-        self.enabled = enabled
-        self.console = console
-        self.progress = None
-        self.task = None
-
-    def start(self, description: str, total: int | None) -> None:
-        if not self.enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-        from rich.text import Text
-
-        class FpsColumn(ProgressColumn):
-            def render(self, task: Any) -> Text:
-                speed = task.finished_speed or task.speed
-                return Text(f"{speed:.1f} fps" if speed else "-- fps")
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(description, total=total)
-
-    def update(self, done: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=done)
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 def _outputs_for(inputs: tuple[Path, ...], output: Path | None, labels_dir: Path | None, no_video: bool):
@@ -170,7 +134,7 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
                       f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in seg.info.ignored_keys}))})")
     results = []
     for src, video, labels in jobs:
-        progress = _Progress(show, console)
+        progress = FrameProgress(show, console)
         try:
             summary = seg.run(
                 src, output=video, labels_dir=labels, color_labels=color_labels, opacity=opacity, start=start,
@@ -275,6 +239,7 @@ def convert(src: Path, dst: Path, half: bool, architecture: str | None, label_se
 
 
 
+from vsegcli.commands.eval import eval_cmd as _eval; cli.add_command(_eval)  # noqa: E402,E702
 
 
 def main() -> None:

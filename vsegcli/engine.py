@@ -13,6 +13,7 @@ and only renamed into place when everything succeeded.
 """
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import shutil
@@ -33,6 +34,8 @@ from vsegcli.models.base import Segmentor, Session
 from vsegcli.render import Palette, overlay
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# (height, width, size divisor) -> network input (height, width); see `inference_size`.
+ResizeRule = Callable[[int, int, int], tuple[int, int]]
 QUEUE_DEPTH = 8
 
 
@@ -92,6 +95,19 @@ class Predictor:
         self.classes = classes or [f"class_{i}" for i in range(model.num_classes)]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.resize_rule: ResizeRule | None = None
+
+    def with_resize_rule(self, rule: ResizeRule | None) -> "Predictor":
+        """The same model and settings with another input-size rule (e.g. VSPW's official one)."""
+        other = copy.copy(self)  # shares the model on the device: no weight copy
+        other.resize_rule = rule
+        return other
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input size for a frame: the resize rule if set, else `inference_size` with `size`."""
+        if self.resize_rule is not None:
+            return self.resize_rule(height, width, self.model.size_divisor)
+        return inference_size(height, width, self.size, self.model.size_divisor)
 
     @property
     def num_classes(self) -> int:
@@ -110,7 +126,7 @@ class Predictor:
         """(H, W, 3) uint8 -> (1, 3, h, w) normalised float at the network input size."""
         h, w = frame.shape[:2]
         x = frame.permute(2, 0, 1).unsqueeze(0).float()
-        size = inference_size(h, w, self.size, self.model.size_divisor)
+        size = self.input_size(h, w)
         if size != (h, w):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return (x - self.mean) / self.std

@@ -259,3 +259,20 @@ def test_convert_official_mrcfa_to_native(tmp_path):
     assert dst.stat().st_size < src.stat().st_size * 0.6  # fp16
     line = one_line_error(CliRunner().invoke(cli, ["convert", str(src), str(dst)]))
     assert "already exists" in line
+
+
+def test_report_option_writes_html_and_json(small_ckpt, tmp_path, tiny_video):
+    r = run(str(tiny_video), "--no-video", "--report", str(tmp_path / "r.html"), "-c", str(small_ckpt), "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["runs"][0]
+    assert s["report"] == str(tmp_path / "r.html") and 0 <= s["consistency"]["tc"] <= 100
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["vseg_report"] == 1 and rep["context"]["frames"] == 10
+    assert rep["context"]["architecture"] == "segformer-b0"
+    assert rep["metrics"]["tc"] == pytest.approx(s["consistency"]["tc"])
+    html = (tmp_path / "r.html").read_text()
+    assert "tiny.mp4" in html and 'src="http' not in html
+    # the same report path again is refused, and nothing else is left behind
+    line = one_line_error(run(str(tiny_video), "--no-video", "--report", str(tmp_path / "r.html"), "-c", str(small_ckpt)))
+    assert "exists" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.json"]

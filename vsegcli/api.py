@@ -79,15 +79,17 @@ class Segmenter:
         max_frames: int | None = None,
         stride: int = 1,
         overwrite: bool = False,
+        report: str | Path | None = None,
         extra_sinks: list[Sink] | None = None,
         on_start: Callable[[int | None], None] | None = None,
         on_frame: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Segment one video or image folder: overlay video and/or label PNGs. Returns a summary dict."""
+        """Segment one video or image folder: overlay video, label PNGs and/or a consistency report
+        (`report`: r.html -> r.html + r.json). Returns a summary dict."""
         from vsegcli.video import FrameReader, VideoWriter, output_fps, start_time
 
-        if output is None and labels_dir is None and not extra_sinks:
-            raise VsegError("nothing to write: give an output video, a labels folder, or both")
+        if output is None and labels_dir is None and report is None and not extra_sinks:
+            raise VsegError("nothing to write: give an output video, a labels folder or a report")
         if not 0.0 <= opacity <= 1.0:
             raise VsegError(f"opacity must be between 0 and 1, got {opacity}")
         reader = FrameReader(source, start=start, max_frames=max_frames, stride=stride)
@@ -103,6 +105,15 @@ class Segmenter:
                 sinks.append(VideoSink(writer))
             if labels_dir is not None:
                 sinks.append(LabelPngSink(Path(labels_dir), self.predictor.palette, color_labels, overwrite))
+            report_sink = None
+            if report is not None:
+                from vsegcli.report import ConsistencySink, make_context
+
+                context = make_context(self.info, info, start=start, stride=stride, video_fps=output_fps(info, stride),
+                                       device=str(self.predictor.device), precision=self.predictor.precision)
+                report_sink = ConsistencySink(Path(report), self.predictor.num_classes, self.predictor.classes,
+                                              self.predictor.palette, context, overwrite=overwrite)
+                sinks.append(report_sink)
             sinks.extend(extra_sinks or [])
         except BaseException:
             for s in sinks:
@@ -137,6 +148,11 @@ class Segmenter:
             padded = sinks[0].writer.padded_size  # type: ignore[attr-defined]
             if tuple(padded) != (info.width, info.height):
                 summary["encoded_size"] = list(padded)
+        if report_sink is not None:
+            result = stats.sink_results[sinks.index(report_sink)]
+            summary["report"] = result["report_html"] if result else None
+            summary["consistency"] = {k: result[k] for k in ("tc", "flicker_rate", "flow_flicker_rate")} if result else None
+            report_sink.update_context(summary)  # the page shows the whole run's frames and fps
         return summary
 
 

@@ -85,7 +85,9 @@ def _outputs_for(inputs: tuple[Path, ...], output: Path | None, labels_dir: Path
 @click.option("--size", type=click.IntRange(min=32), help="Inference short side in pixels. Default: the checkpoint's, else native.")
 @click.option("--labels-dir", type=click.Path(path_type=Path), help="Write one label PNG per frame (uint8 class index), named by frame index.")
 @click.option("--color-labels", is_flag=True, help="Label PNGs as RGB colour maps instead of class indices.")
-@click.option("--report", type=click.Path(path_type=Path), help="Consistency report (HTML + JSON).")
+@click.option("--report", type=click.Path(path_type=Path),
+              help="Temporal-consistency report: r.html + r.json (TC, flicker, worst moments, plots). "
+                   "Several inputs: a folder.")
 @click.option("--opacity", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--no-video", is_flag=True, help="Do not write an overlay video (e.g. with --labels-dir only).")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First frame index to process.")
@@ -112,10 +114,8 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
     """
     from vsegcli import api
 
-    if report is not None:
-        raise VsegError("--report is not available yet in this version (it arrives with the consistency report)")
-    if no_video and labels_dir is None:
-        raise VsegError("--no-video needs --labels-dir: otherwise nothing would be written")
+    if no_video and labels_dir is None and report is None:
+        raise VsegError("--no-video needs --labels-dir or --report: otherwise nothing would be written")
     if no_video and output is not None:
         raise VsegError("-o/--output and --no-video contradict each other")
     if gpu is not None:
@@ -125,6 +125,7 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
             raise VsegError(f"{src}: no such file or folder")
     console, show = _console(quiet)
     jobs = _outputs_for(inputs, output, labels_dir, no_video)
+    reports = [report if len(inputs) == 1 or report is None else report / f"{src.stem}.html" for src in inputs]
     seg = api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size)
     if seg.info.random_init and not quiet:
         console.print(f"[yellow]warning:[/] no checkpoint given and no default weights shipped: using a randomly "
@@ -133,19 +134,19 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
         console.print(f"note: {len(seg.info.ignored_keys)} unused upstream keys ignored "
                       f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in seg.info.ignored_keys}))})")
     results = []
-    for src, video, labels in jobs:
+    for (src, video, labels), report_path in zip(jobs, reports):
         progress = FrameProgress(show, console)
         try:
             summary = seg.run(
                 src, output=video, labels_dir=labels, color_labels=color_labels, opacity=opacity, start=start,
-                max_frames=max_frames, stride=stride, overwrite=overwrite,
+                max_frames=max_frames, stride=stride, overwrite=overwrite, report=report_path,
                 on_start=lambda total, s=src: progress.start(s.name, total), on_frame=progress.update,
             )
         finally:
             progress.stop()
         results.append(summary)
         if not quiet:
-            outs = [str(p) for p in (summary["output"], summary["labels_dir"]) if p]
+            outs = [str(p) for p in (summary["output"], summary["labels_dir"], summary.get("report")) if p]
             note = ""
             if "encoded_size" in summary:
                 w, h = summary["encoded_size"]
@@ -234,6 +235,7 @@ def convert(src: Path, dst: Path, half: bool, architecture: str | None, label_se
     click.echo(f"{out}: {meta.architecture}, {meta.num_classes} classes, label set {meta.label_set or 'custom'}", err=True)
 
 
+from vsegcli.commands.report import report as _report; cli.add_command(_report)  # noqa: E402,E702
 
 
 

@@ -239,6 +239,7 @@ from vsegcli.commands.report import report as _report; cli.add_command(_report) 
 
 
 
+from vsegcli.commands.train import train as _train; cli.add_command(_train)  # noqa: E402,E702
 
 
 from vsegcli.commands.eval import eval_cmd as _eval; cli.add_command(_eval)  # noqa: E402,E702

@@ -1,0 +1,305 @@
+"""`vseg train`: clip sampling and augmentation, losses and schedule, a learnable toy, exact resume,
+checkpoints that `vseg run` uses, weight transfer into a temporal model, and 2-process DDP (gloo).
+
+Everything runs on a generated CamVid-layout dataset (SegNet layout: train/, trainannot/, val/,
+valannot/) of colour-coded regions, 64x96 crops, one thread."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from vsegcli.cli import cli
+from vsegcli.errors import VsegError
+from vsegcli.train import (
+    AugmentParams,
+    ClipDataset,
+    ClipSpec,
+    RunBatches,
+    SegLoss,
+    TrainForward,
+    augment_clip,
+    clip_positions,
+    lr_factor,
+    median_frequency_weights,
+    param_groups,
+    read_class_weights,
+    resolve_config,
+    TrainConfig,
+)
+
+# Class -> colour of the toy data (CamVid ids: sky, road, car); 11 = void.
+COLOURS = {0: (220, 40, 40), 3: (40, 200, 40), 8: (40, 60, 220)}
+CROP = ["--crop", "64x96"]
+FAST = ["--batch", "2", "--workers", "0", "--backbone-weights", "none", "--quiet", *CROP]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Other test runs share the two cores; restore the setting for the rest of the session."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_frame(k: int, h: int = 96, w: int = 128, x0: int = 20, y0: int = 15,
+              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frame k of a toy video: a moving 'road' box on 'sky', a 'car' band at the bottom, a void
+    corner; the image is the label's colour code plus noise."""
+    lab = np.zeros((h, w), np.uint8)
+    lab[y0 + 2 * k: y0 + 2 * k + 40, x0 + 3 * k: x0 + 3 * k + 50] = 3
+    lab[h - 25:, :] = 8
+    lab[:4, :4] = 11
+    img = np.zeros((h, w, 3), np.uint8)
+    for c, col in COLOURS.items():
+        img[lab == c] = col
+    if rng is not None:
+        img = np.clip(img.astype(int) + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+    return img, lab
+
+
+def make_camvid(root: Path, n: int = 6, static: bool = False) -> Path:
+    """Two train sequences and one val sequence of n frames each, SegNet CamVid layout."""
+    rng = np.random.default_rng(0)
+    for name, split, x0, y0 in (("0001TP", "train", 20, 15), ("0006R0", "train", 50, 30), ("0016E5", "val", 35, 20)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}annot").mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            img, lab = toy_frame(0 if static else k, x0=x0, y0=y0, rng=None if static else rng)
+            stem = f"{name}_{30 * k:06d}"
+            cv2.imwrite(str(root / split / f"{stem}.png"), np.ascontiguousarray(img[..., ::-1]))
+            Image.fromarray(lab).save(root / f"{split}annot" / f"{stem}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def camvid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_camvid(tmp_path_factory.mktemp("camvid"))
+
+
+def invoke(args: list[str]) -> tuple[int, str, str]:
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return res.exit_code, res.stdout, res.stderr
+
+
+def train_records(run: Path, event: str = "train") -> list[dict]:
+    return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def effl0_run(camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 SGD steps of effl0 from random init on the toy (validated at 15 and 30)."""
+    run = tmp_path_factory.mktemp("runs") / "effl0"
+    code, _, err = invoke(["train", "--arch", "effl0", "--dataset", "camvid", "--data-root", str(camvid),
+                           "--out", str(run), "--iters", "30", "--val-every", "15", "--log-every", "1", *FAST])
+    assert code == 0, err
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# Clips and augmentation
+
+
+def test_clip_positions_target_last_and_earliest_repeated() -> None:
+    rng = np.random.default_rng(0)
+    spec = ClipSpec(num_prev=3, max_gap=2)
+    for target in range(12):
+        pos = clip_positions(target, spec, rng)
+        assert len(pos) == 4 and pos[-1] == target
+        assert all(0 <= a <= b for a, b in zip(pos, pos[1:]))  # oldest first, never after the target
+        gaps = [b - a for a, b in zip(pos, pos[1:])]
+        assert all(1 <= g <= 2 for g, p in zip(gaps, pos) if p > 0)  # unclipped gaps are 1..max_gap
+    assert clip_positions(0, spec, rng) == [0, 0, 0, 0]  # no earlier frame: the earliest repeats
+    mrcfa = ClipSpec(offsets=(-9, -6, -3))
+    assert clip_positions(20, mrcfa, rng) == [11, 14, 17, 20]
+    assert clip_positions(4, mrcfa, rng) == [0, 0, 1, 4]
+    assert clip_positions(5, ClipSpec(), rng) == [5]
+
+
+def test_same_augmentation_for_every_frame_of_a_clip() -> None:
+    img, lab = toy_frame(2)
+    for seed in range(8):  # scales below and above 1, flips, padding, colour jitter
+        p = AugmentParams(crop=(64, 96), photometric=seed % 2 == 0)
+        frames, labels = augment_clip([img] * 4, [lab, None, lab, lab], p, np.random.default_rng(seed))
+        assert frames.shape == (4, 64, 96, 3) and labels.shape == (4, 64, 96)
+        assert all(np.array_equal(frames[0], f) for f in frames[1:])
+        assert np.array_equal(labels[0], labels[3]) and np.all(labels[1] == 255)
+        if not p.photometric:
+            # Labels stay aligned with the pixels: labelled pixels show their class colour (nearest
+            # vs bilinear differ only at region borders, so compare away from them).
+            for c, col in COLOURS.items():
+                m = cv2.erode((labels[0] == c).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+                if m.any():
+                    assert np.abs(frames[0][m].astype(int) - col).max() <= 1
+
+
+def test_clip_dataset_targets_last_with_identical_frames(tmp_path: Path) -> None:
+    from vsegcli.datasets import list_sequences
+
+    root = make_camvid(tmp_path / "static", n=5, static=True)
+    seqs = list_sequences("camvid", root, "train")
+    ds = ClipDataset(seqs, "camvid", ClipSpec(num_prev=3, max_gap=2), AugmentParams(crop=(64, 96)), seed=3,
+                     frame_labels=False)
+    assert len(ds) == 10
+    for s in range(12):  # into the second epoch
+        frames, labels = ds[s]
+        assert frames.shape == (4, 64, 96, 3) and frames.dtype == torch.uint8
+        assert all(torch.equal(frames[0], f) for f in frames[1:])
+        assert (labels[-1] != 255).any() and bool((labels[:-1] == 255).all())  # only the target's GT
+    a, b = ds[7], ds[7]  # a sample is a function of its index: workers and resume can't change it
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # Each rank takes its own slice of every global batch; together they cover it once.
+    r0 = RunBatches(2, 2, 2, 0, 0, 3)
+    r1 = RunBatches(2, 2, 2, 1, 0, 3)
+    flat = [i for b in list(r0) + list(r1) for i in b]
+    assert sorted(flat) == list(range(3 * 2 * 2 * 2))
+
+
+# ------------------------------------------------------------------------------------------------
+# Losses, schedule, config
+
+
+def test_losses_weights_and_ohem(tmp_path: Path) -> None:
+    counts = np.array([100.0, 10.0, 0.0, 50.0])
+    pixels = np.array([200.0, 100.0, 0.0, 100.0])  # freq 0.5, 0.1, -, 0.5
+    np.testing.assert_allclose(median_frequency_weights(counts, pixels), [1.0, 5.0, 1.0, 1.0])
+    segnet = tmp_path / "segnet.txt"
+    segnet.write_text("0.2595 0.1826 4.5640 0.1417 0.9051 0.3826 9.6446 1.8418 0.6823 6.2478 7.3614\n")
+    assert read_class_weights(segnet, 11)[6] == pytest.approx(9.6446)
+    with pytest.raises(VsegError, match="11"):
+        read_class_weights(segnet, 19)
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8) * 3
+    target = torch.randint(0, 3, (2, 16, 16))
+    target[0, :4] = 255
+    plain = SegLoss()(logits, target)  # logits are upsampled to the labels
+    up = torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)
+    assert plain.item() == pytest.approx(torch.nn.functional.cross_entropy(up, target, ignore_index=255).item())
+    ohem = SegLoss(ohem=True)(logits, target)
+    assert ohem.item() > plain.item()  # only hard pixels (p < 0.7) count
+    assert SegLoss(ohem=True)(logits, torch.full_like(target, 255)).item() == 0.0  # all-ignore crop
+
+
+def test_schedule_and_param_groups() -> None:
+    assert lr_factor(0, 100, 1.0, 10) == pytest.approx(1e-6, abs=1e-6)
+    assert lr_factor(5, 100, 1.0, 10) == pytest.approx(0.95 * 0.5, rel=1e-4)
+    assert lr_factor(10, 100, 1.0, 10) == pytest.approx(0.9)
+    assert lr_factor(50, 100, 0.9, 0) == pytest.approx(0.5 ** 0.9)
+    cfg = resolve_config(TrainConfig("stt-segformer-b0", "camvid", Path("."), Path("."), iters=200))
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.power, cfg.warmup) == ("adamw", 6e-5, 0.01, 1.0, 20)
+    cnn = resolve_config(TrainConfig("pspnet-r18", "camvid", Path("."), Path(".")))
+    assert (cnn.optimizer, cnn.lr, cnn.weight_decay, cnn.power, cnn.warmup, cnn.iters) == ("sgd", 1e-2, 1e-4, 0.9, 1000, 40000)
+    from vsegcli.models import build_model
+
+    with torch.device("meta"):
+        model = build_model("stt-segformer-b0", 11)
+    groups = {g["name"]: g for g in param_groups(model, cfg)}
+    assert groups["head"]["lr"] == pytest.approx(6e-4) and groups["backbone"]["lr"] == pytest.approx(6e-5)
+    stt_ids = {id(p) for p in model.stt.parameters()}
+    assert stt_ids <= {id(p) for p in groups["head"]["params"]}  # STT learns at the head rate
+    assert groups["backbone_no_decay"]["weight_decay"] == 0.0  # norms: no decay (mmseg)
+    with pytest.raises(VsegError, match="divisible by 32"):
+        resolve_config(TrainConfig("effl0", "camvid", Path("."), Path("."), crop=(60, 96)))
+    with pytest.raises(VsegError, match="per-frame"):
+        resolve_config(TrainConfig("effl0", "camvid", Path("."), Path("."), num_frames=2))
+
+
+def test_mrcfa_training_forward_matches_the_model() -> None:
+    """One batched encode gives MRCFA's own clip output plus every frame's SegFormer logits."""
+    from vsegcli.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mrcfa-b0", 11).eval()
+    frames = torch.randn(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        out = TrainForward(model)(frames)
+        ref = model.forward_clip(frames)
+        per_frame = model.forward_frame(frames[0])
+    torch.testing.assert_close(out["logits"], ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["frame_logits"], per_frame, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training runs
+
+
+def test_loss_falls_and_outputs_run(effl0_run: Path, tiny_video: Path, tmp_path: Path) -> None:
+    losses = [r["loss"] for r in train_records(effl0_run)]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+    vals = train_records(effl0_run, "val")
+    assert [v["iter"] for v in vals] == [15, 30] and all(0 <= v["miou"] <= 1 for v in vals)
+    assert {"lr", "lr_head", "it_s", "eta_s"} <= set(train_records(effl0_run)[0])
+
+    from vsegcli.checkpoints import load_checkpoint
+
+    for name in ("best.safetensors", "last.safetensors"):
+        loaded = load_checkpoint(effl0_run / name)
+        assert loaded.meta.architecture == "effl0" and loaded.meta.label_set == "camvid"
+        prov = loaded.meta.provenance
+        assert prov["dataset"] == "camvid" and prov["command"].startswith("vseg train --arch effl0")
+    best = load_checkpoint(effl0_run / "best.safetensors").meta.provenance
+    assert best["val_miou"] == pytest.approx(max(v["miou"] for v in vals))
+    state = torch.load(effl0_run / "state.pt", weights_only=True)  # tensors and plain containers only
+    assert state["iteration"] == 30
+
+    code, out, err = invoke(["run", str(tiny_video), "--checkpoint", str(effl0_run / "best.safetensors"),
+                             "-o", str(tmp_path / "seg.mp4"), "--labels-dir", str(tmp_path / "labels"), "-q"])
+    assert code == 0, err
+    assert len(list((tmp_path / "labels").glob("*.png"))) == 10
+
+
+def test_stt_init_from_per_frame_and_exact_resume(effl0_run: Path, camvid: Path, tmp_path: Path) -> None:
+    """stt-effl0 (T=2) from the effl0 checkpoint: 6 steps straight == 3 steps, stop, resume 3."""
+    common = ["train", "--arch", "stt-effl0", "--num-frames", "2", "--dataset", "camvid", "--data-root", str(camvid),
+              "--init", str(effl0_run / "last.safetensors"), "--iters", "6", "--val-every", "0", "--log-every", "1",
+              *FAST]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    code, _, err = invoke([*common, "--out", str(straight)])
+    assert code == 0, err
+    code, _, err = invoke([*[a for a in common if a != "--quiet"], "--out", str(split), "--stop-after", "3"])
+    assert code == 0, err
+    assert "new: stt.query.* (2), stt.key.* (2), stt.value.* (2), stt.out.* (2); dropped: none" in err
+    assert "stopped at iteration 3" in err
+    code, _, err = invoke(["train", "--out", str(split), "--resume", "--workers", "1", "--quiet"])  # own options
+    assert code == 0, err
+
+    a = [(r["iter"], r["loss"]) for r in train_records(straight)]
+    b = [(r["iter"], r["loss"]) for r in train_records(split)]
+    assert [i for i, _ in a] == [1, 2, 3, 4, 5, 6]
+    assert a == b  # bit-identical losses after resuming (another worker count, too)
+    assert json.loads((split / "log.jsonl").read_text().splitlines()[-1])["finished"] is True
+    sa = torch.load(straight / "state.pt", weights_only=True)["model"]
+    sb = torch.load(split / "state.pt", weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    code, _, err = invoke(["train", "--out", str(split), "--resume", "--lr", "0.5"])
+    assert code == 2 and "cannot change lr" in err
+    code, _, err = invoke([*common, "--out", str(straight)])
+    assert code == 2 and "already holds a training run" in err
+
+
+def test_ddp_two_processes_gloo(camvid: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "vsegcli", "train", "--arch", "effl0", "--dataset", "camvid", "--data-root", str(camvid),
+           "--out", str(run), "--iters", "4", "--val-every", "4", "--log-every", "2", "--device", "cpu", *FAST]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = train_records(run, "start")[0]
+    assert start["world_size"] == 2 and start["effective_batch"] == 4
+    end = train_records(run, "end")[0]
+    assert len(end["rank_checksums"]) == 2 and end["rank_checksums"][0] == end["rank_checksums"][1]
+    assert len(train_records(run, "val")) == 1 and (run / "best.safetensors").is_file()

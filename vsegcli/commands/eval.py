@@ -81,7 +81,7 @@ def _command_line() -> str:
               help="Dataset folder (CamVid SegNet layout; Cityscapes with gtFine/ and leftImg8bit_sequence/; "
                    "VSPW with VSPW_480p/).")
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
-@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint to evaluate (any format vseg reads).")
+@click.option("--checkpoint", "-c", metavar="FILE|hf://REPO", help="Checkpoint to evaluate (any format vseg reads).")
 @click.option("--model", "-m", help="Architecture name. Alone: random weights with the dataset's classes (pipeline check).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK).")
 @click.option("--gpu", type=click.IntRange(min=0), help="Alias for --device cuda:N.")
@@ -98,7 +98,7 @@ def _command_line() -> str:
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write every number (+ model, dataset, command) as JSON to this file; '-' for stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes on stderr.")
-def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: Path | None, model: str | None, device: str,
+def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, model: str | None, device: str,
              gpu: int | None, precision: str, size: int | None, tc: bool, mvc: bool | None,
              save_predictions: Path | None, max_sequences: int | None, max_frames: int | None,
              json_path: Path | None, quiet: bool) -> None:

@@ -26,3 +26,15 @@ def tiny_video_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return make_video(tmp_path_factory.mktemp("videos") / "tiny_audio.mp4", 64, 48, 10, fps=10,
                       audio=True)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for CPU-heavy test modules: other test runs share the two cores, and
+    one thread keeps reductions in a fixed order. Restores the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -293,10 +293,10 @@ def test_detect_refuses_backbone_only_and_unknown():
 
 
 @pytest.mark.parametrize("variant", ["b0", "b1"])
-def testgenerated_layout_matches_reference_tables(variant):
+def test_generated_layout_matches_reference_tables(variant):
     table = tsv_layout(variant)
     if table is None:
-        pytest.skip("MRCFA key tables (keys_mrcfa_b*.tsv) not found; set VSEG_REFERENCE_DIR")
+        pytest.skip("MRCFA key tables not found in ../shared/docs/reference (or VSEG_REFERENCE_DIR)")
     assert generated_layout(variant) == table
     assert len(table) == {"b0": 240, "b1": 260}[variant]
 
@@ -368,7 +368,7 @@ def test_hf_names_from_table_map_back(tmp_path):
     """The HF column of the reference table, read in reverse, gives the NVlabs names (kv re-fused)."""
     ref = reference_dir()
     if ref is None:
-        pytest.skip("MRCFA key tables (keys_mrcfa_b*.tsv) not found; set VSEG_REFERENCE_DIR")
+        pytest.skip("MRCFA key tables not found in ../shared/docs/reference (or VSEG_REFERENCE_DIR)")
     from vsegcli.checkpoints import _hf_to_native
 
     native, hf = {}, {}

@@ -14,13 +14,7 @@ from vsegcli.models.backbones.efficientnet_lite import EfficientNetLite0, load_p
 from vsegcli.models.backbones.resnet import ResNet, load_imagenet_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Other test runs share the two cores; restore the setting for the rest of the session."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["bisenet-r18", "bisenet-r34", "pspnet-r18", "effl0"]

@@ -43,13 +43,7 @@ CROP = ["--crop", "64x96"]
 FAST = ["--batch", "2", "--workers", "0", "--backbone-weights", "none", "--quiet", *CROP]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Other test runs share the two cores; restore the setting for the rest of the session."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_frame(k: int, h: int = 96, w: int = 128, x0: int = 20, y0: int = 15,

@@ -23,7 +23,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor
 
 from vsegcli.errors import VsegError
+from vsegcli.fsutil import atomic_write_bytes
 from vsegcli.labels import LABEL_SET_NAMES, LabelSet, generic_label_set, get_label_set, label_set_for
 from vsegcli.models.base import Segmentor
 
@@ -209,18 +209,7 @@ def save_checkpoint(model: Segmentor, meta: CheckpointMeta, path: str | os.PathL
     header = {META_KEY: json.dumps(_jsonable(meta.to_dict())), "format": "pt"}
     data = st_save(tensors, metadata=header)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, data, durable=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,7 +68,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -82,6 +81,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsegcli.errors import VsegError
+from vsegcli.fsutil import atomic_write, atomic_write_text
 
 IGNORE = 255
 DATASETS = ("camvid", "cityscapes", "vspw")
@@ -960,7 +960,7 @@ class RunLog:
                 continue  # a half-written last line
             if rec.get("iter", 0) <= iteration:
                 keep.append(line)
-        _atomic_write_text(self.path, "".join(f"{line}\n" for line in keep))
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -981,30 +981,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(x: float | None) -> float | None:
@@ -1211,13 +1187,14 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
         if best_now:
             save_checkpoint(model, meta, out / "best.safetensors")
         save_checkpoint(model, meta, out / "last.safetensors")
-        _atomic_torch_save({
+        state = {
             "version": STATE_VERSION, "iteration": it, "best_miou": best, "best_iter": best_iter,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rngs, "world_size": d.world,
             "config": cfg.to_dict(), "provenance_init": provenance_init,
-        }, out / "state.pt")
+        }
+        atomic_write(out / "state.pt", lambda f: torch.save(state, f), durable=True)
 
     progress = _Progress(d.main and not cfg.quiet and not cfg.json_log, cfg.iters, start)
     t_start = time.perf_counter()
@@ -1377,5 +1354,5 @@ def _class_weights(cfg: TrainConfig, seqs: Sequence[Any], k: int, out: Path, d: 
             say("computing median-frequency class weights from the training labels ...")
             counts, pixels = class_frequencies(seqs, cfg.dataset, k)
             weights = median_frequency_weights(counts, pixels).tolist()
-            _atomic_write_text(cache, json.dumps({"method": "median-freq", "weights": weights}, indent=1))
+            atomic_write_text(cache, json.dumps({"method": "median-freq", "weights": weights}, indent=1))
     return np.asarray(_broadcast_object(weights, d), dtype=np.float64)

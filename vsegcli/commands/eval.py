@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import click
 
 from vsegcli.datasets import DATASETS
 from vsegcli.errors import VsegError
+from vsegcli.fsutil import atomic_write_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -55,17 +54,7 @@ def _table(result: dict[str, Any]) -> Any:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Temporary name + rename, so an interrupted run never leaves a half-written result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _command_line() -> str:

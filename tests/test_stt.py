@@ -14,13 +14,7 @@ from vsegcli.models import build_model, get_architecture, list_architectures
 from vsegcli.models.temporal.stt import SparseTemporalTransformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Other test runs share the two cores; restore the setting for the rest of the session."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,6 +128,51 @@ def test_chunking_does_not_change_the_result() -> None:
     previous = [torch.randn(1, 8, 9, 11) for _ in range(3)]
     with torch.no_grad():
         torch.testing.assert_close(run_sparse(tiny, x, previous), run_sparse(big, x, previous), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,radius", [((2, 6, 9, 13), 2), ((1, 5, 4, 5), 5), ((1, 7, 12, 10), 0),
+                                          ((2, 4, 17, 8), 3)])
+def test_sparse_nsm_matches_the_unfold_formula(shape: tuple[int, ...], radius: int) -> None:
+    # The CPU path (sampled dots, cosine mean from a box sum) against the term-by-term formula,
+    # in one band and in one-row bands; a zero query vector has cosine 0 in both.
+    torch.manual_seed(7)
+    q = torch.randn(*shape)
+    q[0, :, 1, 2] = 0.0
+    stt = make_stt(radius=radius, key_dim=shape[1])
+    reference = stt._nsm_scores_unfold(q)
+    torch.testing.assert_close(stt.nsm_scores(q), reference, rtol=1e-5, atol=1e-5)
+    stt.work_elements, stt.chunk_elements = 1, 64
+    torch.testing.assert_close(stt.nsm_scores(q), reference, rtol=1e-5, atol=1e-5)
+    index = stt.select_queries(stt.nsm_scores(q))
+    if radius > 0:  # with r = 0 every score is 0 (up to rounding): the selection is arbitrary
+        assert torch.equal(index, reference.flatten(1).topk(index.shape[1], dim=1).indices.sort(dim=1).values)
+    assert bool((index[:, 1:] > index[:, :-1]).all())  # raster order, as the sparse attention wants
+
+
+@pytest.mark.parametrize("work_elements", [1 << 18, 1])  # one band per image / one row per band
+def test_sparse_attention_matches_gather_path_with_gradients(work_elements: int) -> None:
+    torch.manual_seed(8)
+    stt = make_stt(8, key_dim=6, value_dim=5, radius=2).train()
+    stt.work_elements = work_elements
+    x = torch.randn(2, 8, 9, 13, requires_grad=True)
+    previous = [torch.randn(2, 8, 9, 13, requires_grad=True) for _ in range(3)]
+    inputs = [x, *previous, *stt.parameters()]
+
+    def outputs(fast_devices: tuple[str, ...]) -> list[torch.Tensor]:
+        stt.fast_devices = fast_devices
+        y = run_sparse(stt, x, previous)
+        weights = torch.linspace(-1.0, 1.0, y.numel()).view_as(y)
+        return [y, *torch.autograd.grad((y * weights).sum(), inputs)]
+
+    for fast, reference in zip(outputs(("cpu",)), outputs(())):
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    # `attend` also takes queries in any order (it sorts them into bands and back).
+    with torch.no_grad():
+        memory = [stt.keys_values(f) for f in previous]
+        index = torch.stack([torch.randperm(117)[:40] for _ in range(2)])
+        q_sel = torch.randn(2, 40, 6)
+        torch.testing.assert_close(stt._attend_sparse(q_sel, index, memory, (9, 13)),
+                                   stt._attend_gather(q_sel, index, memory, (9, 13)), rtol=1e-5, atol=1e-5)
 
 
 class PeakNumel(TorchDispatchMode):

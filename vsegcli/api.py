@@ -10,6 +10,8 @@ The `vseg run` command is this module plus argument parsing and progress display
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,14 +23,26 @@ from vsegcli.engine import LabelPngSink, Predictor, Sink, VideoSink, inference_s
 from vsegcli.errors import VsegError
 from vsegcli.render import Palette
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_CHECKPOINT = WEIGHTS_DIR / "default.safetensors"
 RANDOM_INIT_MODEL = "segformer-b0"
+
+
+def weights_dir() -> Path:
+    """Where shipped checkpoints live: $VSEG_WEIGHTS_DIR, else the repository's `weights/` folder."""
+    env = os.environ.get("VSEG_WEIGHTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "weights"
+
+
+def shipped_models() -> dict[str, Any]:
+    """weights/models.json: the shipped checkpoints, their model-card scores, and the default."""
+    index = weights_dir() / "models.json"
+    return json.loads(index.read_text()) if index.is_file() else {"default": None, "models": {}}
 
 
 def default_checkpoint() -> Path | None:
     """The shipped default model, if this installation has one."""
-    return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
+    name = shipped_models().get("default")
+    path = weights_dir() / name if name else None
+    return path if path is not None and path.is_file() else None
 
 
 @dataclass

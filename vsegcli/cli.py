@@ -238,6 +238,7 @@ def convert(src: Path, dst: Path, half: bool, architecture: str | None, label_se
 from vsegcli.commands.report import report as _report; cli.add_command(_report)  # noqa: E402,E702
 
 
+from vsegcli.commands.bench import bench as _bench; cli.add_command(_bench)  # noqa: E402, E702
 
 from vsegcli.commands.train import train as _train; cli.add_command(_train)  # noqa: E402,E702
 

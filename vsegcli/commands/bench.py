@@ -1,0 +1,321 @@
+"""`vseg bench`: model-only speed, streaming vs naive recompute, and the end-to-end pipeline.
+
+A thin shell over `vsegcli.bench`: options -> `run_benchmarks` -> rich tables and/or JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vsegcli.errors import VsegError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _canonical_command(opts: dict[str, Any]) -> str:
+    """The command that reproduces this run, with every default made explicit."""
+    args = ["vseg", "bench", "--device", opts["device"], "--protocol", opts["protocol"]]
+    for m in opts["models"]:
+        args += ["--model", m]
+    if opts.get("checkpoint"):
+        args += ["--checkpoint", opts["checkpoint"]]
+    args += ["--size", ",".join(f"{h}x{w}" for h, w in opts["sizes"])]
+    args += ["--precision", ",".join(opts["precisions"]), "--batch", str(opts["batch"]),
+             "--frames", str(opts["frames"]), "--warmup", str(opts["warmup"]), "--classes", str(opts["classes"])]
+    if opts["repeat"] > 1:
+        args += ["--repeat", str(opts["repeat"])]
+    if opts.get("paired"):
+        args.append("--paired")
+    if opts["compile"]:
+        args.append("--compile")
+    if opts["channels_last"]:
+        args.append("--channels-last")
+    if opts.get("threads"):
+        args += ["--threads", str(opts["threads"])]
+    if not opts["e2e"]:
+        args.append("--no-e2e")
+    if opts.get("e2e_only"):
+        args.append("--e2e-only")
+    elif opts.get("input"):
+        args += ["--input", opts["input"]]
+    return shlex.join(args)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _fps(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
+
+
+def render_tables(result: dict[str, Any], console: Any) -> None:
+    """The three tables (model-only, streaming vs naive, end-to-end) on a rich console."""
+    from rich.table import Table
+
+    settings = result["settings"]
+    machine = result["machine"]
+    where = machine.get("device_name") or machine.get("cpu_model")
+    threads = f", {machine.get('torch_threads')} torch threads" if settings["device"] == "cpu" else ""
+    console.print(f"[bold]vseg bench[/] on {settings['device']} ({where}{threads}); protocol {settings['protocol']}, "
+                  f"{settings['frames']} timed frames after {settings['warmup']} warm-up; "
+                  f"load average {machine.get('load_average', '?')}")
+    for note in result.get("notes", []):
+        console.print(f"note: {note}")
+
+    rows = result["model_only"]
+    if rows:
+        on_cpu = any("cpu_time_ms" in r for r in rows)
+        t = Table(title="Model only (one step = upload excluded; normalise + model + resize + argmax)")
+        cols = [("model", {}), ("mode", {}), ("size", {}), ("prec", {}), ("batch", {"justify": "right"}),
+                ("median ms", {"justify": "right"}), ("p95 ms", {"justify": "right"})]
+        if on_cpu:
+            cols.append(("CPU ms", {"justify": "right"}))
+        cols += [("ms/frame", {"justify": "right"}), ("fps", {"justify": "right"}),
+                 ("act. MiB", {"justify": "right"}), ("backbone/frame", {"justify": "right"}),
+                 ("note", {"overflow": "fold"})]
+        for col, kw in cols:
+            t.add_column(col, no_wrap=col != "note", **kw)
+        for r in rows:
+            size = f"{r['size'][0]}x{r['size'][1]}"
+            if r["status"] != "ok":
+                t.add_row(r["model"], r["mode"], size, r["precision"], str(r["batch"]),
+                          *["-"] * (len(cols) - 6), r.get("note", ""))
+                continue
+            lat = r["latency_ms"]
+            cpu = [_fmt(r["cpu_time_ms"]["median"]) if "cpu_time_ms" in r else "-"] if on_cpu else []
+            t.add_row(r["model"], r["mode"], size, r["precision"], str(r["batch"]), _fmt(lat["median"]),
+                      _fmt(lat["p95"]), *cpu, _fmt(r["ms_per_frame"]), _fps(r["fps"]), _fmt(r["peak_memory_mib"], 0),
+                      _fmt(r.get("backbone_frames_per_frame"), 1), r.get("note", ""))
+        console.print(t)
+        mem = next((r["memory_method"] for r in rows if r.get("memory_method")), None)
+        if mem:
+            console.print(f"act. MiB: {mem}")
+        if on_cpu:
+            console.print("CPU ms: median process CPU time per step (all threads), hardly moved by other "
+                          "processes' load; wall-clock columns are.")
+
+    comps = result["temporal"]
+    if comps:
+        with_cpu = any(c.get("naive_over_streaming_cpu_time") is not None for c in comps)
+        t = Table(title="Streaming session vs naive clip recompute vs per-frame baseline (median step latency)")
+        cols = ["model", "baseline", "size", "prec", "stream ms", "naive ms", "base ms", "naive/stream", "stream/base"]
+        if with_cpu:
+            cols += ["naive/stream CPU-time", "stream/base CPU-time"]
+        for col in cols:
+            t.add_column(col, no_wrap=True, justify="right" if ("ms" in col or "/" in col) else "left")
+
+        def ms(part: dict[str, Any] | None) -> str:
+            return _fmt(part.get("median_ms")) if part and "median_ms" in part else "-"
+
+        def x(v: float | None) -> str:
+            return f"{v:.2f}x" if v is not None else "-"
+
+        for c in comps:
+            extra = [x(c.get("naive_over_streaming_cpu_time")), x(c.get("streaming_over_baseline_cpu_time"))] if with_cpu else []
+            t.add_row(c["model"], c["baseline"] or "-", f"{c['size'][0]}x{c['size'][1]}" if c["size"] else "-",
+                      c["precision"] or "-", ms(c["streaming"]), ms(c["naive"]), ms(c["baseline_row"]),
+                      x(c["naive_over_streaming"]), x(c["streaming_over_baseline"]), *extra)
+        console.print(t)
+        console.print(f"ratios: {comps[0].get('ratio_method', '')}")
+
+    pipes = result["pipeline"]
+    if pipes:
+        t = Table(title="End to end: decode -> infer -> encode (+ label PNGs), and each stage alone (frames/s)")
+        for col in ["model", "size", "prec", "frames", "decode", "inference", "encode", "label PNG",
+                    "end-to-end", "bottleneck", "e2e % of slowest"]:
+            t.add_column(col, no_wrap=True, justify="left" if col in ("model", "size", "prec", "bottleneck") else "right")
+        for p in pipes:
+            size = f"{p['size'][0]}x{p['size'][1]}"
+            if p.get("status") != "ok":
+                t.add_row(p["model"], size, p["precision"], "-", "-", "-", "-", "-", "-", p.get("note", ""), "-")
+                continue
+            st = p["stages"]
+            t.add_row(p["model"], size, p["precision"], str(p["frames"]), _fps(st["decode"]["fps"]),
+                      _fps(st["inference"]["fps"]), _fps(st.get("encode", {}).get("fps")),
+                      _fps(st.get("label_png", {}).get("fps")), _fps(p["end_to_end"]["fps"]), p["bottleneck"],
+                      f"{p['e2e_percent_of_slowest']:.0f} %")
+        console.print(t)
+        console.print(f"source: {pipes[0].get('source', '')}")
+
+
+def _write_json(result: dict[str, Any], target: str) -> None:
+    text = json.dumps(result, indent=2, default=str)
+    if target == "-":
+        click.echo(text)
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise VsegError(f"--json {path} is a folder; give a file name such as bench.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Temporary name + rename: an interrupted run never leaves a JSON that looks finished.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@click.command("bench", context_settings=CONTEXT)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--gpu", type=click.IntRange(min=0), help="Alias for --device cuda:N.")
+@click.option("--model", "-m", "models", multiple=True,
+              help="Architecture(s) to measure (repeat or comma-separate; see `vseg models`). Default: mrcfa-b0.")
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path),
+              help="Measure this checkpoint's architecture (weights do not change speed).")
+@click.option("--size", "sizes", multiple=True,
+              help="Network input HEIGHTxWIDTH, multiples of 32 (repeat or comma-separate). Default: 480x864.")
+@click.option("--precision", "precisions", multiple=True,
+              help="fp32, fp16, bf16 (comma list). Default: fp32 on CPU, fp32,bf16 on GPU. fp16 rows are skipped on CPU.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Frames per step (independent streams for sessions).")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the backbone (rows skipped with a note if it fails).")
+@click.option("--channels-last", is_flag=True, help="channels_last weights and inputs (helps convolutional bases on GPU).")
+@click.option("--frames", type=click.IntRange(min=1),
+              help="Timed frames per measurement. Default: 200 on GPU, 20 on CPU (with --protocol upstream: 195 + 5 warm-up).")
+@click.option("--warmup", type=click.IntRange(min=0), help="Untimed warm-up steps. Default: 5 on GPU, 3 on CPU.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Measure each row this many times (interleaved) and keep the best median: for noisy machines.")
+@click.option("--paired", is_flag=True,
+              help="Time each temporal model's streaming, naive and baseline steps interleaved in one loop; "
+                   "ratios = median of per-step ratios. For machines shared with other work (no memory column).")
+@click.option("--classes", type=click.IntRange(min=1), default=19, show_default=True,
+              help="Class count of the random-weight models (19 Cityscapes, 124 VSPW).")
+@click.option("--input", "input_path", type=click.Path(path_type=Path),
+              help="Video for the end-to-end test, resized to --size. Default: examples/bikes.mp4.")
+@click.option("--no-e2e", is_flag=True, help="Skip the end-to-end decode/infer/encode measurement.")
+@click.option("--e2e-only", is_flag=True, help="Only the end-to-end measurement (no model-only rows).")
+@click.option("--protocol", type=click.Choice(["vseg", "upstream"]), default="vseg", show_default=True,
+              help="vseg: session step + post-processing, CUDA events. upstream: mmseg benchmark.py "
+                   "(batch 1, sync per call, cudnn.benchmark off, labels to host, 5 of 200 iterations warm-up).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
+@click.option("--json", "json_out", metavar="FILE", help="Write all results + machine + command as JSON ('-' for stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, notes or tables on the terminal.")
+def bench(device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
+          precisions: tuple[str, ...], batch: int, use_compile: bool, channels_last: bool, frames: int | None,
+          warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
+          e2e_only: bool, protocol: str, threads: int | None, json_out: str | None, quiet: bool) -> None:
+    """Measure speed honestly: model-only latency, streaming vs naive recompute, end to end.
+
+    Model-only rows time one step on frames already on the device (random weights): median and
+    p95 latency, throughput, peak memory. Each temporal model (STT, MRCFA) is measured three ways
+    in the same run: its streaming session, the naive clip recompute of the official test code,
+    and its per-frame baseline. The end-to-end test runs decode -> infer -> encode on a real video
+    and each stage alone, and names the bottleneck.
+
+    \b
+    Examples:
+      vseg bench --gpu 0
+      vseg bench --gpu 0 -m mrcfa-b0,stt-effl0 --precision bf16 --size 480x864 --json bench.json
+      vseg bench --gpu 0 -m segformer-b0 --protocol upstream --no-e2e
+      vseg bench --device cpu -m segformer-b0 --size 256x448 --frames 10
+    """
+    try:
+        _bench(device, gpu, models, checkpoint, sizes, precisions, batch, use_compile, channels_last, frames, warmup,
+               repeat, paired, classes, input_path, no_e2e, e2e_only, protocol, threads, json_out, quiet)
+    except VsegError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _bench(device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
+           precisions: tuple[str, ...], batch: int, use_compile: bool, channels_last: bool, frames: int | None,
+           warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
+           e2e_only: bool, protocol: str, threads: int | None, json_out: str | None, quiet: bool) -> None:
+    import torch
+    from rich.console import Console
+
+    from vsegcli import bench as B
+    from vsegcli.models import get_architecture
+
+    dev, device_note = B.resolve_device(device, gpu)
+    if threads:
+        torch.set_num_threads(threads)
+    if no_e2e and e2e_only:
+        raise VsegError("--no-e2e and --e2e-only contradict each other")
+    if protocol == "upstream" and batch != 1:
+        raise VsegError("--protocol upstream is batch 1 (as mmseg's benchmark.py); drop --batch")
+    model_names = B.parse_list(models)
+    given: dict[str, Any] = {}
+    mean, std = B.IMAGENET_MEAN, B.IMAGENET_STD
+    if checkpoint is not None:
+        from vsegcli.checkpoints import load_checkpoint
+
+        if not checkpoint.exists():
+            raise VsegError(f"{checkpoint}: no such checkpoint file")
+        loaded = load_checkpoint(checkpoint)
+        arch_name = loaded.meta.architecture
+        given[arch_name] = loaded.model.eval()
+        classes = loaded.meta.num_classes
+        mean, std = list(loaded.meta.mean), list(loaded.meta.std)
+        if arch_name not in model_names:
+            model_names.insert(0, arch_name)
+    if not model_names:
+        model_names = list(B.DEFAULT_MODELS)
+    for m in model_names:
+        get_architecture(m)  # unknown names fail now, with suggestions
+    size_list = [B.parse_size(s) for s in B.parse_list(sizes)] or [B.DEFAULT_SIZE]
+    prec_list = B.parse_list(precisions) or (["fp32", "bf16"] if dev.type == "cuda" else ["fp32"])
+    for p in prec_list:
+        if p not in ("fp32", "fp16", "bf16"):
+            raise VsegError(f"unknown precision {p!r}: use fp32, fp16 or bf16 (comma-separated)")
+    n_frames, n_warmup, count_note = B.default_counts(dev, frames, warmup, protocol)
+    if input_path is not None and not input_path.exists():
+        raise VsegError(f"{input_path}: no such video")
+    if json_out and json_out != "-" and Path(json_out).is_dir():  # say so before a long run, not after
+        raise VsegError(f"--json {json_out} is a folder; give a file name such as bench.json")
+
+    err = Console(stderr=True)
+    tables_to = Console(stderr=True) if json_out == "-" else Console()
+    if not tables_to.is_terminal:
+        tables_to.width = max(tables_to.width, 180)  # logs and pipes: don't squeeze the tables
+    notes = [n for n in (device_note, count_note) if n]
+    if dev.type == "cpu":
+        notes.append("CPU timings share the machine with whatever else runs (see load_average); on a busy "
+                     "machine use --threads 1 (CPU ms stays meaningful), --paired for ratios and --repeat")
+    show_progress = not quiet and err.is_terminal
+    if show_progress:  # the tables repeat these at the end; say them now too, before a long wait
+        for n in notes:
+            err.print(f"note: {n}")
+
+    def log(msg: str) -> None:
+        if show_progress:
+            err.print(f"[dim]measuring {msg}[/]")
+
+    load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    results = B.run_benchmarks(
+        model_names, size_list, prec_list, dev, n_frames, n_warmup, batch, protocol, classes, use_compile,
+        channels_last, repeat, not no_e2e, input_path, given, mean, std, log, model_only=not e2e_only,
+        paired=paired,
+    )
+    opts = {"device": str(dev), "protocol": protocol, "models": model_names,
+            "checkpoint": str(checkpoint) if checkpoint else None, "sizes": size_list, "precisions": prec_list,
+            "batch": batch, "frames": n_frames, "warmup": n_warmup, "classes": classes, "repeat": repeat,
+            "paired": paired, "compile": use_compile, "channels_last": channels_last, "threads": threads,
+            "e2e": not no_e2e, "e2e_only": e2e_only, "input": str(input_path) if input_path else None}
+    out = B.run_metadata(dev, command=_canonical_command(opts), argv=sys.argv)
+    out["settings"] = {**opts, "sizes": [list(s) for s in size_list]}
+    out["notes"] = notes
+    out.update(results)
+    out["machine"]["load_average"] = load_start
+    out["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    if not quiet:
+        render_tables(out, tables_to)
+    if json_out:
+        _write_json(out, json_out)

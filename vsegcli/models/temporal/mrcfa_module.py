@@ -65,7 +65,15 @@ class CenterPivotConv(nn.Module):
         self.conv2 = nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(x)
+        n, c, h, w = x.shape
+        if x.device.type != "cpu" or n == 1:
+            return self.conv2(x)
+        # oneDNN runs a batch of many tiny-channel maps slowly (about 7x here for 972 maps of
+        # 60x108); the same conv as one grouped conv with the maps as groups is exact and fast.
+        weight = self.conv2.weight.repeat(n, 1, 1, 1)
+        bias = self.conv2.bias.repeat(n) if self.conv2.bias is not None else None
+        y = F.conv2d(x.reshape(1, n * c, h, w), weight, bias, padding=self.conv2.padding, groups=n)
+        return y.view(n, -1, h, w)
 
 
 def _building_block(unit: Unit) -> nn.Sequential:

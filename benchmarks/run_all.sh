@@ -36,6 +36,9 @@ cpu)
         run "cpu_mrcfa_480x864_$pass" --device cpu --threads 1 -m segformer-b0,mrcfa-b0 --size 480x864 \
             --frames 10 --warmup 2 --repeat 2 --no-e2e
     done
+    # The three temporal models with their baselines, one round-robin run (docs 2.1).
+    run cpu_unpaired_256x448 --device cpu --threads 1 -m mrcfa-b0,stt-segformer-b0,stt-effl0 --size 256x448 \
+        --frames 20 --warmup 3 --repeat 2 --no-e2e
     # Ratios for a shared machine: streaming, naive and baseline steps interleaved in one loop
     # (--paired), so load changes hit all three alike; ratios are medians of per-step ratios.
     for pass in a b; do

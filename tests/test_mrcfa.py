@@ -21,7 +21,7 @@ UNUSED_PREFIXES = ("decode_head.conv_seg.", "decode_head.deco1.", "decode_head.d
 def read_key_table(variant: str) -> list[tuple[str, list[int]]]:
     path = KEY_TABLES / f"keys_mrcfa_{variant}.tsv"
     if not path.exists():
-        pytest.skip(f"key table {path} not available")
+        pytest.skip(f"../shared/docs/reference key table absent: {path}")
     rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
     return [(r[0], json.loads(r[1])) for r in rows]
 
@@ -97,7 +97,7 @@ def test_parameter_counts_match_paper() -> None:
 def test_matches_official_reference(variant: str) -> None:
     ref_path, input_path = REFERENCE / f"mrcfa_{variant}_ref.pt", REFERENCE / "mrcfa_input_ref.pt"
     if not (ref_path.exists() and input_path.exists()):
-        pytest.skip(f"official MRCFA reference outputs not found in {REFERENCE}")
+        pytest.skip(f"../shared/data/mrcfa_reference outputs absent: {REFERENCE}")
     ref = torch.load(ref_path, weights_only=True)
     frames = torch.load(input_path, weights_only=True)["input"]
     # Unused keys are still drawn: they consume the RNG in table order.

@@ -79,7 +79,7 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
     rows = result["model_only"]
     if rows:
         on_cpu = any("cpu_time_ms" in r for r in rows)
-        t = Table(title="Model only (one step = upload excluded; normalise + model + resize + argmax)")
+        t = Table(title="Model only: one step = normalise + model + resize logits + argmax (upload excluded)")
         cols = [("model", {}), ("mode", {}), ("size", {}), ("prec", {}), ("batch", {"justify": "right"}),
                 ("median ms", {"justify": "right"}), ("p95 ms", {"justify": "right"})]
         if on_cpu:

@@ -173,3 +173,31 @@ def test_user_errors(b0: MRCFA) -> None:
     session.step(torch.zeros(1, 3, 64, 64))
     with pytest.raises(VsegError, match="shape changed"):
         session.step(torch.zeros(1, 3, 64, 96))
+
+
+def test_custom_offsets_session_equals_clip() -> None:
+    """mrcfa-effl0 with offsets (-3, -2, -1): frame 0 alone, early frames repeat frame 0 (as the
+    training clips do), and the streaming session equals forward_clip on those frames."""
+    from vsegcli.models import build_model
+
+    assert [mrcfa_reference_indices(t, (-3, -2, -1)) for t in range(5)] == [
+        [], [0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3]]
+    torch.manual_seed(0)
+    model = build_model("mrcfa-effl0", 11, dilation=[-1, -3, -2]).eval()
+    assert model.dilation == (-3, -2, -1) and model.history == 3 and model.output_stride == 8
+    for p in model.decode_head.sr1_feat.parameters():  # random, non-zero values: the temporal path matters
+        torch.nn.init.normal_(p, std=0.05)
+    frames = torch.rand(1, 7, 3, 64, 96)
+    session = model.new_session()
+    with torch.no_grad():
+        for t in range(7):
+            got = session.step(frames[:, t])
+            ids = model.reference_indices(t)
+            want = model.forward_clip(frames[:, ids + [t]]) if ids else model.forward_frame(frames[:, t])
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            assert got.shape[-2:] == (8, 12)
+        assert sorted(session.cache) == [4, 5, 6]
+        plain = model.forward_frame(frames[:, 6])
+    assert (got - plain).abs().max() > 1e-3  # the references changed the output
+    with pytest.raises(VsegError, match="three distinct negative"):
+        build_model("mrcfa-effl0", 11, dilation=[-3, -2, 0])

@@ -297,3 +297,67 @@ def test_ddp_two_processes_gloo(camvid: Path, tmp_path: Path) -> None:
     end = train_records(run, "end")[0]
     assert len(end["rank_checksums"]) == 2 and end["rank_checksums"][0] == end["rank_checksums"][1]
     assert len(train_records(run, "val")) == 1 and (run / "best.safetensors").is_file()
+
+
+def test_frozen_base_trains_only_the_temporal_module(effl0_run: Path, camvid: Path, tmp_path: Path) -> None:
+    """--freeze backbone --freeze decode_head: only stt.* changes; the base's BatchNorm statistics
+    stay as they were; an unknown module is a one-line error naming the real ones."""
+    from vsegcli.checkpoints import load_checkpoint
+
+    run = tmp_path / "frozen"
+    code, _, err = invoke(["train", "--arch", "stt-effl0", "--num-frames", "2", "--dataset", "camvid",
+                           "--data-root", str(camvid), "--init", str(effl0_run / "last.safetensors"),
+                           "--freeze", "backbone", "--freeze", "decode_head", "--lr", "0.05",
+                           "--iters", "4", "--val-every", "0", "--out", str(run),
+                           *[a for a in FAST if a != "--quiet"]])
+    assert code == 0, err
+    assert "frozen: backbone, decode_head; 49,536 of" in err
+    base = load_checkpoint(effl0_run / "last.safetensors").model.state_dict()
+    trained = load_checkpoint(run / "last.safetensors").model.state_dict()
+    for k, v in base.items():  # parameters and BN buffers alike, bit for bit (the fp16 save is shared)
+        assert torch.equal(trained[k], v), k
+    changed = [k for k in trained if k.startswith("stt.") and k not in base]
+    assert changed and any(not torch.equal(trained[k], torch.zeros_like(trained[k])) for k in changed
+                           if k.startswith("stt.out"))
+    assert train_records(run, "start")[0]["trainable_parameters"] == 49_536
+    assert "--freeze backbone --freeze decode_head" in load_checkpoint(run / "last.safetensors").meta.provenance["command"]
+
+    code, _, err = invoke(["train", "--arch", "stt-effl0", "--dataset", "camvid", "--data-root", str(camvid),
+                           "--freeze", "encoder", "--iters", "1", "--out", str(tmp_path / "bad"), *FAST])
+    assert code == 2 and "no such module" in err and "backbone, decode_head, stt" in err
+
+
+def test_mrcfa_effl0_from_per_frame_starts_at_its_output_and_learns(effl0_run: Path, camvid: Path,
+                                                                    tmp_path: Path) -> None:
+    """mrcfa-effl0 initialised from effl0: deco4 = classifier, zero values -> identical logits at
+    step 0; trained on CamVid with the default offsets (-3, -2, -1) stored in the checkpoint."""
+    from vsegcli.checkpoints import load_checkpoint
+    from vsegcli.models import build_model
+    from vsegcli.train import initialise
+
+    base = load_checkpoint(effl0_run / "last.safetensors").model.eval()
+    model = build_model("mrcfa-effl0", 11, dilation=[-3, -2, -1])
+    notes: list[str] = []
+    cfg = resolve_config(TrainConfig("mrcfa-effl0", "camvid", camvid, tmp_path, init=effl0_run / "last.safetensors"))
+    initialise(model, cfg, notes.append)
+    assert any("starts at the per-frame output" in n for n in notes)
+    frames = torch.rand(1, 4, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval().forward_clip(frames), base.forward_frame(frames[:, -1]),
+                                   rtol=0, atol=1e-5)
+
+    run = tmp_path / "mrcfa"
+    code, _, err = invoke(["train", "--arch", "mrcfa-effl0", "--dataset", "camvid", "--data-root", str(camvid),
+                           "--init", str(effl0_run / "last.safetensors"), "--freeze", "backbone",
+                           "--iters", "3", "--val-every", "3", "--out", str(run), *FAST])
+    assert code == 0, err
+    start = train_records(run, "start")[0]
+    assert start["clip_frames"] == 4 and start["config"]["freeze"] == ["backbone"]
+    loaded = load_checkpoint(run / "best.safetensors")
+    assert loaded.meta.architecture == "mrcfa-effl0" and tuple(loaded.model.dilation) == (-3, -2, -1)
+    assert not torch.equal(loaded.model.decode_head.sr1_feat.weight, torch.zeros_like(loaded.model.decode_head.sr1_feat.weight))
+
+    with pytest.raises(VsegError, match="not an MRCFA model"):
+        resolve_config(TrainConfig("effl0", "camvid", Path("."), Path("."), dilation=(-3, -2, -1)))
+    with pytest.raises(VsegError, match="three distinct negative"):
+        resolve_config(TrainConfig("mrcfa-effl0", "camvid", Path("."), Path("."), dilation=(-3, -3, -1)))

@@ -319,10 +319,10 @@ def build_bench_model(name: str, num_classes: int = 19, seed: int = 0) -> Segmen
 
 def _clip_offsets(model: Segmentor) -> tuple[int, ...]:
     """Frame offsets (oldest first, 0 = target) of the window the model's clip forward reads."""
-    from vsegcli.models.mrcfa import MRCFA, MRCFA_DILATION
+    from vsegcli.models.mrcfa import MRCFA
 
     if isinstance(model, MRCFA):
-        return (*MRCFA_DILATION, 0)
+        return (*model.dilation, 0)
     stt = getattr(model, "stt", None)
     if stt is not None:
         return tuple(range(-stt.num_frames, 1))
@@ -333,7 +333,9 @@ def _history(model: Segmentor) -> int:
     """Frames a session must have seen before its steps cost what steady state costs."""
     if not model.temporal:
         return 0
-    return -min(_clip_offsets(model)) if getattr(model, "stt", None) is not None else 3  # MRCFA: t>=3 is temporal
+    if getattr(model, "stt", None) is not None:
+        return -min(_clip_offsets(model))
+    return next(t for t in range(64) if model.reference_indices(t))  # MRCFA: from its first temporal frame
 
 
 class Stepper:

@@ -10,9 +10,10 @@ frames the architecture attends to, target last (TDNet / MRCFA protocol):
 * per-frame models train on single frames;
 * STT (T = its `num_frames`): T earlier frames, going back from the target with random gaps of
   1..`max_gap` frames each (TDNet's sampler, interval 2);
-* MRCFA on densely sampled video (VSPW, Cityscapes sequences): the fixed references t-9, t-6, t-3;
-  on CamVid, whose labelled frames are themselves a 1 Hz / 15 Hz video, 9 labelled frames back
-  would be seconds away, so MRCFA takes 3 earlier labelled frames with random gaps of 1..`max_gap`.
+* MRCFA: the model's fixed reference offsets (`--dilation`, stored in its checkpoint so inference
+  uses the same): t-9, t-6, t-3 on densely sampled video (VSPW, Cityscapes sequences); on CamVid,
+  whose labelled frames are themselves a 1 Hz / 15 Hz video, 9 labelled frames back would be
+  seconds away, so the default there is t-3, t-2, t-1 (the previous three labelled frames).
 
 When a sequence has too few earlier frames, positions before its start repeat its earliest frame
 (the clip is still T+1 frames long; a Cityscapes target without `leftImg8bit_sequence` becomes a
@@ -89,6 +90,9 @@ STATE_VERSION = 1
 OHEM_THRESH = 0.7
 MRCFA_FRAME_LOSS_WEIGHT = 0.5
 MRCFA_DILATION = (-9, -6, -3)
+# CamVid's labelled frames (the video vseg trains and evaluates on) are 1 s apart in most
+# sequences: t-9 would be 9 s back. MRCFA there attends to the previous three labelled frames.
+MRCFA_DATASET_DILATION = {"camvid": (-3, -2, -1)}
 
 # Crop size (H, W) and inference short side per dataset: CamVid trains at its native 480x360
 # (crop rounded to /32), Cityscapes at 1024 crops of full-size frames (SegFormer/BiSeNet), VSPW at
@@ -178,6 +182,8 @@ class TrainConfig:
     class_weights: str = "none"  # none | median-freq | FILE
     ohem: bool = False
     num_frames: int | None = None  # STT's T (MRCFA: always 3 references)
+    dilation: tuple[int, ...] | None = None  # MRCFA reference offsets; default by dataset
+    freeze: tuple[str, ...] = ()  # module names (e.g. backbone, decode_head) kept fixed, BN in eval mode
     max_gap: int = 2  # random gaps 1..max_gap between clip frames
     device: str = "auto"
     workers: int | None = None
@@ -204,7 +210,7 @@ class TrainConfig:
                 continue
             if k in ("data_root", "out", "init") and v is not None:
                 v = Path(v)
-            elif k in ("crop", "scale_range") and v is not None:
+            elif k in ("crop", "scale_range", "freeze", "dilation") and v is not None:
                 v = tuple(v)
             kw[k] = v
         return cls(**kw)
@@ -247,6 +253,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         (out.max_gap >= 1, "--max-gap must be at least 1"),
         (0 < out.scale_range[0] <= out.scale_range[1], "the scale range must be 0 < min <= max"),
         (out.stop_after is None or out.stop_after >= 1, "--stop-after must be at least 1"),
+        (all(isinstance(n, str) and n.strip() for n in out.freeze), "--freeze takes module names, e.g. backbone"),
     ]
     for ok, message in checks:
         if not ok:
@@ -262,9 +269,15 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
                 raise VsegError("--num-frames must be at least 1 for STT")
         elif arch.family == "mrcfa":
             if cfg.num_frames != 3:
-                raise VsegError("MRCFA always attends to 3 reference frames (t-9, t-6, t-3); drop --num-frames")
+                raise VsegError("MRCFA always attends to 3 reference frames (--dilation says which); drop --num-frames")
         elif cfg.num_frames != 0:
             raise VsegError(f"{cfg.arch} is a per-frame model: it takes no earlier frames; drop --num-frames")
+    if cfg.dilation is not None:
+        from vsegcli.models.mrcfa import check_dilation
+
+        if arch.family != "mrcfa":
+            raise VsegError(f"--dilation sets MRCFA's reference frames; {cfg.arch} is not an MRCFA model")
+        out = dataclasses.replace(out, dilation=check_dilation(cfg.dilation))
     return out
 
 
@@ -316,9 +329,7 @@ def clip_spec_for(model: nn.Module, dataset: str, max_gap: int) -> ClipSpec:
     if not getattr(model, "temporal", False):
         return ClipSpec()
     if _is_mrcfa(model):
-        if dataset == "camvid":  # labelled frames are already a low-rate video
-            return ClipSpec(num_prev=3, max_gap=max_gap)
-        return ClipSpec(offsets=MRCFA_DILATION)
+        return ClipSpec(offsets=tuple(model.dilation))
     return ClipSpec(num_prev=int(model.stt.num_frames), max_gap=max_gap)
 
 
@@ -654,6 +665,34 @@ def compute_loss(out: dict[str, Any], labels: torch.Tensor, criterion: SegLoss) 
 # Optimiser and schedule
 
 
+def freeze_modules(model: nn.Module, names: Sequence[str]) -> int:
+    """Fix the parameters of the named submodules (`backbone`, `decode_head.lateral`, ...): no
+    gradients, not in the optimizer. Returns how many parameters stay trainable. Fine-tuning only a
+    temporal module on a trained per-frame base this way starts from, and can only move away from,
+    the base's predictions (STT's output projection and MRCFA's value projection start at zero)."""
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules or name == "":
+            top = ", ".join(n for n, _ in model.named_children())
+            raise VsegError(f"--freeze {name!r}: {type(model).__name__} has no such module; "
+                            f"its top-level modules are {top} (sub-modules by dotted name)")
+        for p in modules[name].parameters():
+            p.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not trainable:
+        raise VsegError(f"--freeze {' '.join(names)} leaves nothing to train")
+    return trainable
+
+
+def set_train_mode(model: nn.Module, frozen: Sequence[str], training: bool) -> None:
+    """model.train(training), with frozen modules always in eval mode: their BatchNorm keeps its
+    running statistics and their dropout is off, so they compute exactly what the base did."""
+    model.train(training)
+    modules = dict(model.named_modules())
+    for name in frozen:
+        modules[name].eval()
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """backbone.* at the base lr; everything else (heads, STT, MRCFA's affinity module) at
     lr x head_lr_mult. Transformer recipes: no weight decay on norm layers / pos_block (mmseg)."""
@@ -856,6 +895,10 @@ def initialise(model: nn.Module, cfg: TrainConfig, note: Callable[[str], None]) 
                             "give a checkpoint of the same family")
         note(f"init from {cfg.init} ({loaded.meta.architecture}): {len(got)} tensors loaded; "
              f"new: {summarise_keys(new)}; dropped: {summarise_keys(dropped)}")
+        head = getattr(model, "decode_head", None)
+        if hasattr(head, "start_from_per_frame") and any(k.startswith("decode_head.deco4.") for k in new):
+            head.start_from_per_frame()  # a per-frame checkpoint: MRCFA starts at its predictions
+            note("MRCFA: deco4 = the per-frame classifier, value projection zero (starts at the per-frame output)")
         return {"init": str(cfg.init), "init_architecture": loaded.meta.architecture,
                 "init_new_keys": len(new), "init_dropped_keys": len(dropped)}
 
@@ -922,7 +965,7 @@ def validate(model: nn.Module, cfg: TrainConfig, device: torch.device, d: Dist) 
             warnings.simplefilter("ignore")  # dataset notes were shown when the run started
             res = evaluate(predictor, cfg.dataset, cfg.data_root, "val", rank=d.rank, world_size=d.world)
     finally:
-        model.train(was_training)
+        set_train_mode(model, cfg.freeze, was_training)
     mvc = res.get("mvc") or {}
     return {
         "miou": float(res["miou"]),
@@ -1109,7 +1152,7 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
     # Same initial weights everywhere (DDP also broadcasts rank 0's); then a per-rank stream for
     # dropout / drop-path.
     seed_everything(cfg.seed)
-    options = {"num_frames": cfg.num_frames} if cfg.num_frames and recipe_family_is_stt(cfg.arch) else {}
+    options = model_options(cfg)
     model = build_model(cfg.arch, label_set.num_classes, **options)
     provenance_init: dict[str, Any] = {}
     if state is None:
@@ -1117,7 +1160,9 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
     else:
         model.load_state_dict(state["model"], strict=True)
         provenance_init = dict(state.get("provenance_init", {}))
-    model.to(device).train()
+    frozen = freeze_modules(model, cfg.freeze)
+    set_train_mode(model, cfg.freeze, True)
+    model.to(device)
     spec = clip_spec_for(model, cfg.dataset, cfg.max_gap)
 
     # Class weights: computed once by rank 0, shared, cached in the run directory.
@@ -1170,7 +1215,11 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
         run_log.write({"event": "resume" if state is not None else "start", "iter": start, "world_size": d.world,
                        "device": str(device), "workers": workers, "clip_frames": spec.length,
                        "effective_batch": cfg.batch * cfg.accum * d.world, "train_targets": len(dataset.targets),
+                       "trainable_parameters": frozen,
                        "config": cfg.to_dict(), "init": provenance_init})
+        if cfg.freeze:
+            say(f"frozen: {', '.join(cfg.freeze)}; {frozen:,} of {sum(p.numel() for p in model.parameters()):,} "
+                "parameters train")
         say(f"{cfg.arch} on {cfg.dataset} ({len(dataset.targets)} labelled targets, clips of {spec.length} "
             f"frame{'s' if spec.length > 1 else ''}): {cfg.iters} iterations x batch {cfg.batch * cfg.accum * d.world}"
             f" on {device}{f' x {d.world} processes' if d.enabled else ''}, {cfg.optimizer} lr {cfg.lr:g}"
@@ -1310,10 +1359,16 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
     return summary
 
 
-def recipe_family_is_stt(arch: str) -> bool:
+def model_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Architecture options the training config sets: STT's T, MRCFA's reference offsets."""
     from vsegcli.models import get_architecture
 
-    return get_architecture(arch).family == "stt"
+    family = get_architecture(cfg.arch).family
+    if family == "stt" and cfg.num_frames:
+        return {"num_frames": cfg.num_frames}
+    if family == "mrcfa":
+        return {"dilation": list(cfg.dilation or MRCFA_DATASET_DILATION.get(cfg.dataset, MRCFA_DILATION))}
+    return {}
 
 
 def _log_record(it: int, sums: dict[str, torch.Tensor], n: int, lrs: dict[str, float], d: Dist,

@@ -26,6 +26,15 @@ def _crop(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
         raise click.BadParameter(str(e)) from None
 
 
+def _dilation(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(x) for x in value.replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected three comma-separated negative integers such as -9,-6,-3, got {value!r}") from None
+
+
 @click.command("train", context_settings=CONTEXT)
 @click.option("--arch", "-a", help="Architecture to train (see `vseg models`), e.g. stt-effl0, mrcfa-b1, segformer-b0.")
 @click.option("--dataset", type=click.Choice(["camvid", "cityscapes", "vspw"], case_sensitive=False),
@@ -64,6 +73,13 @@ def _crop(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 @click.option("--num-frames", type=click.IntRange(min=0), help="STT: earlier frames attended to (T). Default: the architecture's.")
 @click.option("--max-gap", type=click.IntRange(min=1), default=2, show_default=True,
               help="Clip frames are 1..N frames apart (random), going back from the target.")
+@click.option("--dilation", callback=_dilation, metavar="A,B,C",
+              help="MRCFA: reference frame offsets, e.g. -9,-6,-3 (default; CamVid: -3,-2,-1 = the previous "
+                   "three labelled frames). Stored in the checkpoint: inference uses the same.")
+@click.option("--freeze", multiple=True, metavar="MODULE",
+              help="Keep a module's weights fixed (repeatable; dotted names for sub-modules), e.g. --freeze "
+                   "backbone --freeze decode_head to train only STT / MRCFA on a trained per-frame base. "
+                   "Frozen BatchNorm keeps its statistics.")
 @click.option("--no-flip", is_flag=True, help="No random horizontal flips.")
 @click.option("--no-jitter", is_flag=True, help="No photometric distortion.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: the local rank's GPU).")
@@ -84,6 +100,8 @@ def train(ctx: click.Context, **options: Any) -> None:
       vseg train --arch effl0 --dataset camvid --data-root data/camvid --out runs/effl0
       vseg train --arch stt-effl0 --init runs/effl0/best.safetensors --dataset camvid \\
                  --data-root data/camvid --out runs/stt-effl0 --num-frames 3
+      vseg train --arch mrcfa-effl0 --init runs/effl0/best.safetensors --freeze backbone \
+                 --freeze decode_head.lateral --dataset camvid --data-root data/camvid --out runs/mrcfa
       vseg train --out runs/stt-effl0 --resume
       torchrun --nproc_per_node 4 -m vsegcli train --arch mrcfa-b1 --dataset vspw \\
                  --data-root data/vspw --out runs/mrcfa-b1 --backbone-weights mit_b1.pth --precision bf16
@@ -131,8 +149,12 @@ def _command_line(ctx: click.Context, options: dict[str, Any]) -> str:
         value = options[name]
         if isinstance(param, click.Option) and param.is_flag:
             words.append(flag)
+        elif isinstance(param, click.Option) and param.multiple:
+            for v in value:
+                words += [flag, str(v)]
         else:
-            words += [flag, "x".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+            sep = "," if name == "dilation" else "x"
+            words += [flag, sep.join(map(str, value)) if isinstance(value, tuple) else str(value)]
     return shlex.join(words)
 
 

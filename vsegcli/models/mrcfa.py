@@ -20,24 +20,38 @@ import torch
 from torch import nn
 
 from vsegcli.errors import VsegError
+from vsegcli.models.backbones.efficientnet_lite import EfficientNetLite0
 from vsegcli.models.backbones.mit import MIT_CONFIGS, mit
 from vsegcli.models.base import Segmentor, Session
+from vsegcli.models.heads.lite_fusion import LiteFusionHead
 from vsegcli.models.heads.segformer_head import SegFormerHead, resize
 from vsegcli.models.registry import register_architecture
 from vsegcli.models.temporal.mrcfa_module import HyperCorrelation, ReferenceKeys
 
 MRCFA_DILATION = (-9, -6, -3)
-MRCFA_HISTORY = 9  # frames a session keeps: t-9 is the oldest reference
 MRCFA_EMBED_DIM = 256  # decoder width of every official MRCFA config, B2/B5 included
 
 # Hard-coded early-frame clips of the official VSPW test set (`CustomDataset_video2`).
 _EARLY_REFERENCES = {3: [0, 1, 2], 4: [0, 2, 3], 5: [0, 2, 4], 6: [0, 2, 4], 7: [0, 3, 5], 8: [0, 3, 6]}
 
 
-def mrcfa_reference_indices(t: int) -> list[int]:
-    """Reference frames (oldest first) for target frame `t`; empty for t < 3 (per-frame output)."""
+def check_dilation(dilation: Sequence[int]) -> tuple[int, ...]:
+    d = tuple(sorted(int(x) for x in dilation))
+    if len(d) != 3 or len(set(d)) != 3 or d[-1] >= 0:
+        raise VsegError(f"MRCFA takes three distinct negative reference offsets, e.g. -9 -6 -3; got {list(dilation)}")
+    return d
+
+
+def mrcfa_reference_indices(t: int, dilation: Sequence[int] = MRCFA_DILATION) -> list[int]:
+    """Reference frames (oldest first) for target frame `t`.
+
+    Official offsets (-9, -6, -3): none for t < 3 (per-frame output), then the official test set's
+    early-frame table. Other offsets (e.g. (-3, -2, -1) for a 1 Hz labelled video like CamVid):
+    none for t = 0, then offsets before the video start repeat frame 0 — as the training clips do."""
     if t < 0:
         raise ValueError(f"frame index must be >= 0, got {t}")
+    if tuple(dilation) != MRCFA_DILATION:
+        return [max(0, t + d) for d in dilation] if t > 0 else []
     if t < 3:
         return []
     if t in _EARLY_REFERENCES:
@@ -88,12 +102,12 @@ class SmallDecoder(nn.Module):
         return self.smalldecoder(x)
 
 
-class MRCFAHead(SegFormerHead):
-    """SegFormer head + deco4, the cross-frame affinity module and the stride-32 reducers."""
+class CrossFrameAffinityMixin:
+    """MRCFA's temporal part on a per-frame decode head: deco4, the cross-frame affinity module and
+    the stride-32 reducers. The head class supplies `fuse` / `classify` and `frame_features`."""
 
-    def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
-                 hpn_units: int = 1, keep_ratio: float = 0.5) -> None:
-        super().__init__(in_channels, embed_dim, num_classes, dropout)
+    def add_temporal(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float,
+                     hpn_units: int, keep_ratio: float) -> None:
         _, c2, c3, _ = in_channels
         self.deco4 = SmallDecoder(embed_dim, num_classes, dropout)
         self.hypercorre_module = HyperCorrelation(in_channels, hpn_units, keep_ratio)
@@ -101,18 +115,20 @@ class MRCFAHead(SegFormerHead):
         self.sr3 = nn.Conv2d(c3, c3, 2, stride=2)  # stride 16 -> 32
         self.sr1_feat = nn.Conv2d(embed_dim, embed_dim, 4, stride=4)  # fused stride 8 -> 32 (values)
 
-    def frame_features(self, feats: Sequence[torch.Tensor]) -> FrameFeatures:
-        _, c2, c3, c4 = feats
-        fused = self.fuse(feats)
-        h, w = fused.shape[-2:]
-        return FrameFeatures(c2, c3, c4, fused, resize(fused, (h // 2, w // 2)))
+    def start_from_per_frame(self) -> None:
+        """After loading a per-frame checkpoint: deco4 = the per-frame classifier and zero values,
+        so the temporal output starts equal to the per-frame output (and training moves from there)."""
+        cls = self.classifier()
+        self.deco4.smalldecoder[1].load_state_dict(cls.state_dict())
+        nn.init.zeros_(self.sr1_feat.weight)
+        nn.init.zeros_(self.sr1_feat.bias)
 
     def reference_features(self, f: FrameFeatures) -> ReferenceFeatures:
         keys = self.hypercorre_module.reference_keys(self.sr2(f.c2), self.sr3(f.c3), f.c4)
         return ReferenceFeatures(keys, self.sr1_feat(f.fused8).flatten(2).transpose(1, 2))
 
     def temporal(self, target: FrameFeatures, refs: ReferenceFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        """Target logits (B, K, H/4, W/4) and the kept-token mask (B, R, N32) from stacked references."""
+        """Target logits (B, K, h, w) at the fused map's stride and the kept-token mask (B, R, N32)."""
         aff = self.hypercorre_module(target.c2, target.c3, target.c4, refs.keys)
         attn = aff.logits.softmax(dim=2)  # over the kept tokens of each reference separately
         index = aff.index.unsqueeze(-1).expand(-1, -1, -1, refs.values.shape[-1])
@@ -121,6 +137,42 @@ class MRCFAHead(SegFormerHead):
         agg = (values.transpose(-2, -1) @ attn).reshape(b, r, -1, *target.fused8.shape[-2:])
         out = self.deco4(agg.mean(dim=1) + target.fused8)
         return resize(out, target.fused.shape[-2:]), aff.mask
+
+
+class MRCFAHead(CrossFrameAffinityMixin, SegFormerHead):
+    """The official head: SegFormer head (fused map at stride 4) + the temporal part."""
+
+    def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
+                 hpn_units: int = 1, keep_ratio: float = 0.5) -> None:
+        super().__init__(in_channels, embed_dim, num_classes, dropout)
+        self.add_temporal(in_channels, embed_dim, num_classes, dropout, hpn_units, keep_ratio)
+
+    def classifier(self) -> nn.Conv2d:
+        return self.linear_pred
+
+    def frame_features(self, feats: Sequence[torch.Tensor]) -> FrameFeatures:
+        _, c2, c3, c4 = feats
+        fused = self.fuse(feats)
+        h, w = fused.shape[-2:]
+        return FrameFeatures(c2, c3, c4, fused, resize(fused, (h // 2, w // 2)))
+
+
+class MRCFALiteHead(CrossFrameAffinityMixin, LiteFusionHead):
+    """`effl0`'s fusion decoder (fused map at stride 8, from the stride 8/16/32 features) + the
+    temporal part; the fused map is its own stride-8 map."""
+
+    def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
+                 hpn_units: int = 1, keep_ratio: float = 0.5) -> None:
+        super().__init__(in_channels[1:], embed_dim, num_classes, dropout)
+        self.add_temporal(in_channels, embed_dim, num_classes, dropout, hpn_units, keep_ratio)
+
+    def classifier(self) -> nn.Conv2d:
+        return self.cls
+
+    def frame_features(self, feats: Sequence[torch.Tensor]) -> FrameFeatures:
+        _, c2, c3, c4 = feats
+        fused = self.fuse(feats[1:])
+        return FrameFeatures(c2, c3, c4, fused, fused)
 
 
 class MRCFAOutputs(NamedTuple):
@@ -134,23 +186,23 @@ class MRCFA(Segmentor):
     output_stride = 4
     num_clips = 4  # 3 references + the target; other clip lengths fall back to per-frame output
 
-    def __init__(self, num_classes: int, variant: str = "b0", embed_dim: int = MRCFA_EMBED_DIM,
-                 keep_ratio: float | None = None, hpn_units: int | None = None,
-                 drop_path_rate: float = 0.1, dropout: float = 0.1) -> None:
+    backbone: nn.Module
+    decode_head: MRCFAHead | MRCFALiteHead
+
+    def __init__(self, num_classes: int, dilation: Sequence[int] = MRCFA_DILATION) -> None:
         super().__init__(num_classes)
-        # Official defaults by backbone: keep 80% of tokens for B0, 50% otherwise; two-unit HPN for B1 only.
-        keep_ratio = keep_ratio if keep_ratio is not None else (0.8 if variant == "b0" else 0.5)
-        hpn_units = hpn_units if hpn_units is not None else (2 if variant == "b1" else 1)
-        self.backbone = mit(variant, drop_path_rate)
-        self.decode_head = MRCFAHead(self.backbone.out_channels, embed_dim, num_classes, dropout,
-                                     hpn_units, keep_ratio)
+        self.dilation = check_dilation(dilation)
+        self.history = -self.dilation[0]  # frames a session keeps: the oldest reference
+
+    def reference_indices(self, t: int) -> list[int]:
+        return mrcfa_reference_indices(t, self.dilation)
 
     def encode(self, images: torch.Tensor) -> FrameFeatures:
-        """The per-frame part: backbone + SegFormer fuse, for a batch of frames (B, 3, H, W)."""
+        """The per-frame part: backbone + decoder fuse, for a batch of frames (B, 3, H, W)."""
         return self.decode_head.frame_features(self.backbone(images))
 
     def forward_frame(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decode_head(self.backbone(images))
+        return self.decode_head.classify(self.encode(images).fused)
 
     def _encode_clip(self, frames: torch.Tensor) -> tuple[FrameFeatures, ReferenceFeatures]:
         b, t = frames.shape[:2]
@@ -184,12 +236,45 @@ class MRCFA(Segmentor):
         return MRCFASession(self)
 
 
+class MRCFAMiT(MRCFA):
+    """The paper's model: MiT backbone + SegFormer head + the temporal part (`mrcfa-b0..b5`)."""
+
+    def __init__(self, num_classes: int, variant: str = "b0", embed_dim: int = MRCFA_EMBED_DIM,
+                 keep_ratio: float | None = None, hpn_units: int | None = None,
+                 drop_path_rate: float = 0.1, dropout: float = 0.1, dilation: Sequence[int] = MRCFA_DILATION) -> None:
+        super().__init__(num_classes, dilation)
+        # Official defaults by backbone: keep 80% of tokens for B0, 50% otherwise; two-unit HPN for B1 only.
+        keep_ratio = keep_ratio if keep_ratio is not None else (0.8 if variant == "b0" else 0.5)
+        hpn_units = hpn_units if hpn_units is not None else (2 if variant == "b1" else 1)
+        self.backbone = mit(variant, drop_path_rate)
+        self.decode_head = MRCFAHead(self.backbone.out_channels, embed_dim, num_classes, dropout,
+                                     hpn_units, keep_ratio)
+
+    def forward_frame(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode_head(self.backbone(images))  # SegFormer exactly (no stride-8 copy)
+
+
+class MRCFAEffL0(MRCFA):
+    """MRCFA's temporal part on `effl0` (`mrcfa-effl0`): EfficientNet-Lite0 c2/c3/c4 (40/112/320
+    ch at strides 8/16/32) give the affinities, the 128-ch stride-8 fused map the values; logits
+    at stride 8. Parameter names of `effl0` carry over, so an effl0 checkpoint initialises it."""
+
+    output_stride = 8
+
+    def __init__(self, num_classes: int, embed_dim: int = 128, keep_ratio: float = 0.5, hpn_units: int = 1,
+                 dropout: float = 0.1, dilation: Sequence[int] = MRCFA_DILATION) -> None:
+        super().__init__(num_classes, dilation)
+        self.backbone = EfficientNetLite0()
+        self.decode_head = MRCFALiteHead(self.backbone.out_channels, embed_dim, num_classes, dropout,
+                                         hpn_units, keep_ratio)
+
+
 class MRCFASession(Session):
     """Streaming MRCFA: each frame's backbone, fuse and reference reduction run exactly once.
 
-    A ring buffer keeps the `ReferenceFeatures` of the last 9 frames (enough for t-9 and for the
-    early-frame exceptions, which reach back to frame 0 at most from t=8). Output at frame t equals
-    `forward_clip` on frames `mrcfa_reference_indices(t) + [t]`. Inference only (no autograd).
+    A ring buffer keeps the `ReferenceFeatures` of the last `history` frames (9 for t-9; the
+    official early-frame exceptions reach back to frame 0 at most from t=8). Output at frame t
+    equals `forward_clip` on frames `model.reference_indices(t) + [t]`. Inference only (no autograd).
     """
 
     def __init__(self, model: MRCFA) -> None:
@@ -210,13 +295,13 @@ class MRCFASession(Session):
         head = self.model.decode_head
         t = self.frame_index
         target = self.model.encode(frame)
-        ref_ids = mrcfa_reference_indices(t)
+        ref_ids = self.model.reference_indices(t)
         if ref_ids:
             logits, _ = head.temporal(target, stack_references([self.cache[i] for i in ref_ids]))
         else:
             logits = head.classify(target.fused)
         self.cache[t] = head.reference_features(target)
-        self.cache.pop(t - MRCFA_HISTORY, None)  # frame t+1 reaches back to t-8 at most
+        self.cache.pop(t - self.model.history, None)  # frame t+1 reaches back to t+1-history at most
         self.frame_index += 1
         return logits
 
@@ -237,8 +322,18 @@ def _register(variant: str) -> None:
         variant=variant, embed_dim=MRCFA_EMBED_DIM, keep_ratio=keep_ratio, hpn_units=hpn_units,
     )
     def build(num_classes: int, **options) -> MRCFA:
-        return MRCFA(num_classes, **options)
+        return MRCFAMiT(num_classes, **options)
 
 
 for _v in MIT_CONFIGS:
     _register(_v)
+
+
+@register_architecture(
+    "mrcfa-effl0", family="mrcfa", temporal=True, baseline="effl0",
+    description="MRCFA's cross-frame affinities on EfficientNet-Lite0 + fusion decoder (stride 8); "
+                "references t-9, t-6, t-3 (option dilation)",
+    embed_dim=128, keep_ratio=0.5, hpn_units=1, dilation=list(MRCFA_DILATION),
+)
+def _build_effl0(num_classes: int, **options) -> MRCFA:
+    return MRCFAEffL0(num_classes, **options)

@@ -177,6 +177,7 @@ def test_bench_pipeline_stages(tiny_video, tmp_path):
     assert out["bottleneck"] == min(out["stages"], key=lambda k: out["stages"][k]["fps"])
     assert out["end_to_end"]["fps"] > 0 and out["e2e_percent_of_slowest"] > 0
     assert "resized to 96x64" in out["source"]
+    assert out["stages"]["decode"]["decoder"] == "software"  # auto + CPU inference: no NVDEC attempt
     assert set(tmp_path.iterdir()) == before
     json.dumps(out)
 

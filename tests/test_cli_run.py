@@ -85,6 +85,9 @@ def test_json_is_machine_readable_and_deterministic(small_ckpt, tmp_path, tiny_v
     s = json.loads(a.stdout)
     assert s["model"]["architecture"] == "segformer-b0" and s["model"]["num_classes"] == 11
     assert s["runs"][0]["inference_size"] == [96, 64]  # 64x48 at short side 64 -> 85x64 -> aligned to 32
+    # --hwaccel auto tries NVDEC only for CUDA inference: a CPU run decodes in software, silently.
+    assert s["runs"][0]["decoder"] == ("software" if s["device"] == "cpu" else s["runs"][0]["decoder"])
+    assert "hwaccel_fallback" not in s["runs"][0] or s["device"] != "cpu"
     assert b.stderr == ""  # --quiet: nothing on stderr
     for pa, pb in zip(label_pngs(tmp_path / "a"), label_pngs(tmp_path / "b")):
         assert pa.read_bytes() == pb.read_bytes()

@@ -103,6 +103,25 @@ def test_read_frames_match_source(vids):
         assert mean_abs(f, pattern_frame(k, 64, 48)) < 3
 
 
+def test_hwaccel_auto_gives_the_same_frames_or_falls_back(vids):
+    """-hwaccel cuda: NVDEC where ffmpeg can open a CUDA device, else (auto) software decoding with
+    the reason kept; the frames are the same either way. `cuda` alone is GPU or a clear error."""
+    software = read_all(vids["v30"])
+    reader = FrameReader(vids["v30"], hwaccel="auto")
+    assert reader.decoder in ("cuda", "software")
+    if reader.decoder == "software":
+        assert reader.hwaccel_fallback and "cuda" in reader.hwaccel_fallback.lower()
+    got = list(reader)
+    assert [i for i, _ in got] == [i for i, _ in software]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, software))
+    assert FrameReader(vids["v30"]).decoder == "software"  # the library default is software
+    if reader.decoder == "software":
+        with pytest.raises(VsegError, match=r"hwaccel cuda\) failed \(.*[Cc][Uu][Dd][Aa]"):
+            FrameReader(vids["v30"], hwaccel="cuda")
+    with pytest.raises(VsegError, match="hwaccel must be one of"):
+        FrameReader(vids["v30"], hwaccel="nvdec")
+
+
 def test_single_frame_video(vids):
     frames = read_all(vids["one"])
     assert len(frames) == 1 and frames[0][0] == 0

@@ -67,13 +67,21 @@ class Segmenter:
         self.predictor = predictor
         self.info = info
 
+    def decode_accel(self, hwaccel: str = "auto") -> str:
+        """The FrameReader `hwaccel` for this segmenter: "auto" tries NVDEC only when inference
+        runs on a GPU (frames then come from a GPU-equipped machine's decoder for free)."""
+        if hwaccel == "auto" and self.predictor.device.type != "cuda":
+            return "none"
+        return hwaccel
+
     def iter_labels(self, source: str | Path, start: int = 0, max_frames: int | None = None,
-                    stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+                    stride: int = 1, hwaccel: str = "auto") -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index, (H, W) uint8 labels) for every frame of a video or image folder."""
         from vsegcli.video import FrameReader
 
         session = self.predictor.new_session()
-        with FrameReader(source, start=start, max_frames=max_frames, stride=stride) as reader:
+        with FrameReader(source, start=start, max_frames=max_frames, stride=stride,
+                         hwaccel=self.decode_accel(hwaccel)) as reader:
             for index, frame in reader:
                 yield index, self.predictor.step(session, self.predictor.upload(frame)).cpu().numpy()
 
@@ -94,19 +102,23 @@ class Segmenter:
         stride: int = 1,
         overwrite: bool = False,
         report: str | Path | None = None,
+        hwaccel: str = "auto",
         extra_sinks: list[Sink] | None = None,
         on_start: Callable[[int | None], None] | None = None,
         on_frame: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Segment one video or image folder: overlay video, label PNGs and/or a consistency report
-        (`report`: r.html -> r.html + r.json). Returns a summary dict."""
+        (`report`: r.html -> r.html + r.json). `hwaccel`: video decoding on the GPU (auto: NVDEC
+        when inference runs on CUDA and ffmpeg can use it, else software; cuda: NVDEC or an
+        error; none: software). Returns a summary dict."""
         from vsegcli.video import FrameReader, VideoWriter, output_fps, start_time
 
         if output is None and labels_dir is None and report is None and not extra_sinks:
             raise VsegError("nothing to write: give an output video, a labels folder or a report")
         if not 0.0 <= opacity <= 1.0:
             raise VsegError(f"opacity must be between 0 and 1, got {opacity}")
-        reader = FrameReader(source, start=start, max_frames=max_frames, stride=stride)
+        reader = FrameReader(source, start=start, max_frames=max_frames, stride=stride,
+                             hwaccel=self.decode_accel(hwaccel))
         info = reader.info
         sinks: list[Sink] = []
         try:
@@ -152,12 +164,15 @@ class Segmenter:
             "inference_size": [net_w, net_h],
             "video_fps": output_fps(info, stride),
             "audio": bool(info.has_audio and output is not None),
+            "decoder": reader.decoder,
             "stage_seconds": {
                 "decode_wait": round(stats.times.decode_wait, 3),
                 "inference": round(stats.times.inference, 3),
                 **{k: round(v, 3) for k, v in stats.times.sinks.items()},
             },
         }
+        if reader.hwaccel_fallback:
+            summary["hwaccel_fallback"] = reader.hwaccel_fallback
         if output is not None:
             padded = sinks[0].writer.padded_size  # type: ignore[attr-defined]
             if tuple(padded) != (info.width, info.height):

@@ -866,7 +866,8 @@ def _prepare_source(src: Path, size: tuple[int, int], frames: int, workdir: Path
     return out, n, f"{src.name} ({info.width}x{info.height}) resized to {w}x{h} and re-encoded (libx264 crf 15) before timing"
 
 
-def measure_io_stages(source: Path, frames: int, workdir: Path, repeat: int = 1) -> dict[str, Any]:
+def measure_io_stages(source: Path, frames: int, workdir: Path, repeat: int = 1,
+                      hwaccel: str = "none") -> dict[str, Any]:
     """Decode-only and encode-only throughput of a video (shared by every model at this size), best
     of `repeat` runs each. Returns the stage dicts and the decoded frames (for the other stages)."""
     from vsegcli.video import FrameReader, VideoWriter
@@ -874,8 +875,10 @@ def measure_io_stages(source: Path, frames: int, workdir: Path, repeat: int = 1)
     decode_runs: list[float] = []
     decoded: list[np.ndarray] = []
     fps_source = 25.0
+    decoder, fallback = "software", None
     for _ in range(max(1, repeat)):
-        reader = FrameReader(source, max_frames=frames)
+        reader = FrameReader(source, max_frames=frames, hwaccel=hwaccel)
+        decoder, fallback = reader.decoder, reader.hwaccel_fallback
         fps_source = reader.info.fps
         decoded = []
         t0 = time.perf_counter()  # after opening: the pipeline opens its reader before its clock starts too
@@ -903,8 +906,9 @@ def measure_io_stages(source: Path, frames: int, workdir: Path, repeat: int = 1)
         "frames": decoded,
         "fps_source": fps_source,
         "decode": {"fps": n / min(decode_runs), "seconds": min(decode_runs), "frames": n,
-                   "runs_fps": [n / t for t in decode_runs],
-                   "what": "FrameReader iteration (ffmpeg decode + pipe + numpy frame)"},
+                   "runs_fps": [n / t for t in decode_runs], "decoder": decoder, "hwaccel_fallback": fallback,
+                   "what": f"FrameReader iteration (ffmpeg {'NVDEC' if decoder == 'cuda' else 'software'} decode "
+                           "+ pipe + numpy frame)"},
         "encode": {"fps": n / min(encode_runs), "seconds": min(encode_runs), "frames": n,
                    "runs_fps": [n / t for t in encode_runs],
                    "what": "VideoWriter.write of the decoded frames + close (libx264 veryfast, crf 15)"},
@@ -928,6 +932,7 @@ def bench_pipeline(
     io_cache: dict[Any, Any] | None = None,
     log: Log = _quiet,
     repeat: int = 1,
+    hwaccel: str = "auto",
 ) -> dict[str, Any]:
     """End-to-end decode -> infer -> encode (+ label PNGs) through `engine.stream`, and each stage alone.
 
@@ -961,16 +966,18 @@ def bench_pipeline(
         own: dict[Any, Any] = {}
         try:
             return bench_pipeline(net, size, precision, dev, src, frames, warmup, num_classes, labels, video,
-                                  mean, std, seed, own, log, repeat)
+                                  mean, std, seed, own, log, repeat, hwaccel)
         finally:
             cleanup_io_cache(own)
     cache = io_cache
-    key = (str(src.resolve()), size, frames)
+    if hwaccel == "auto" and dev.type != "cuda":  # as `vseg run`: NVDEC only next to CUDA inference
+        hwaccel = "none"
+    key = (str(src.resolve()), size, frames, hwaccel)
     if key not in cache:
         workdir = Path(tempfile.mkdtemp(prefix="vseg-bench-"))
         log(f"preparing {src.name} at {size[0]}x{size[1]}; timing decode and encode alone")
         prepared, n, how = _prepare_source(src, size, frames, workdir)
-        io = measure_io_stages(prepared, n, workdir, repeat)
+        io = measure_io_stages(prepared, n, workdir, repeat, hwaccel)
         cache[key] = {"workdir": workdir, "source": prepared, "source_note": how, **io}
     io = cache[key]
     decoded: list[np.ndarray] = io["frames"]
@@ -1018,7 +1025,7 @@ def bench_pipeline(
                     raise
                 runs["label_png"].append((time.perf_counter() - t0, time.process_time() - c0))
             log(f"{name} {precision}: end to end{rnd}")
-            reader = FrameReader(io["source"], max_frames=n)
+            reader = FrameReader(io["source"], max_frames=n, hwaccel=hwaccel)
             sinks: list[Any] = []
             if video:
                 sinks.append(VideoSink(VideoWriter(workdir / "e2e.mp4", reader.info.width, reader.info.height,
@@ -1106,6 +1113,7 @@ def run_benchmarks(
     log: Log = _quiet,
     model_only: bool = True,
     paired: bool = False,
+    hwaccel: str = "auto",
 ) -> dict[str, Any]:
     """Everything `vseg bench` measures, as one JSON-ready dict (without machine/command fields).
 
@@ -1164,7 +1172,7 @@ def run_benchmarks(
                         fresh = given[m] if m in given and not (compile or channels_last) else build_bench_model(m, num_classes)
                         pipelines.append(bench_pipeline(
                             fresh, size, precision, device, input=input, frames=frames, warmup=warmup,
-                            mean=mean, std=std, io_cache=cache, log=log, repeat=repeat,
+                            mean=mean, std=std, io_cache=cache, log=log, repeat=repeat, hwaccel=hwaccel,
                         ))
         finally:
             cleanup_io_cache(cache)

@@ -93,13 +93,16 @@ def _outputs_for(inputs: tuple[Path, ...], output: Path | None, labels_dir: Path
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First frame index to process.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Process at most this many frames.")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Process every N-th frame.")
+@click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
+              help="Video decoding on the GPU (ffmpeg -hwaccel cuda). auto: when inference runs on CUDA, "
+                   "falling back to software decoding; cuda: GPU or an error; none: software.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, model: str | None, device: str,
         gpu: int | None, precision: str, size: int | None, labels_dir: Path | None, color_labels: bool,
         report: Path | None, opacity: float, no_video: bool, start: int, max_frames: int | None, stride: int,
-        overwrite: bool, quiet: bool, as_json: bool) -> None:
+        hwaccel: str, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Segment videos or image folders: overlay video, per-frame label PNGs, consistency report.
 
     INPUTS are video files (anything ffmpeg decodes) or folders of images (frames in name order).
@@ -139,7 +142,7 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
         try:
             summary = seg.run(
                 src, output=video, labels_dir=labels, color_labels=color_labels, opacity=opacity, start=start,
-                max_frames=max_frames, stride=stride, overwrite=overwrite, report=report_path,
+                max_frames=max_frames, stride=stride, overwrite=overwrite, report=report_path, hwaccel=hwaccel,
                 on_start=lambda total, s=src: progress.start(s.name, total), on_frame=progress.update,
             )
         finally:
@@ -151,6 +154,8 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
             if "encoded_size" in summary:
                 w, h = summary["encoded_size"]
                 note = f" (video padded to {w}x{h}: H.264 yuv420p needs even sizes)"
+            if summary.get("hwaccel_fallback"):
+                console.print(f"note: GPU video decoding unavailable ({summary['hwaccel_fallback']}); decoded in software")
             console.print(f"{src}: {summary['frames']} frames in {summary['seconds']:.1f} s "
                           f"({summary['fps']:.1f} fps) -> {', '.join(outs)}{note}")
     if as_json:

@@ -162,6 +162,15 @@ def _error_line(stderr: str) -> str:
     return re.sub(r"^\[[^\]]*\]\s*", "", lines[-1]) if lines else "no output from ffmpeg"
 
 
+def _hwaccel_error_line(stderr: str) -> str:
+    """Why ffmpeg could not decode on the GPU, e.g. "Cannot load libcuda.so.1"."""
+    for ln in stderr.replace("\r", "\n").splitlines():
+        ln = ln.strip()
+        if ln.startswith("[") and re.search(r"cuda|device", ln, re.I):  # "[CUDA @ 0x..] ..." lines
+            return re.sub(r"^(\[[^\]]*\]\s*)+", "", ln)
+    return _error_line(stderr)
+
+
 def _split_top(text: str) -> list[str]:
     """Split an ffmpeg stream description on ', ' outside parentheses/brackets."""
     parts, depth, cur = [], 0, []
@@ -343,6 +352,11 @@ def probe(path: str | Path, count_frames: bool | None = None) -> VideoInfo:
     )
 
 
+# ffmpeg -hwaccel cuda decodes on the GPU (NVDEC) and hands back system-memory frames, so the
+# pipe and the frames are the same as software decoding; "auto" tries it and falls back.
+HWACCELS = ("auto", "cuda", "none")
+
+
 def _natural_key(name: str) -> tuple:
     # "frame2" < "frame10": compare digit runs as numbers; pieces alternate str/int so tuples
     # always compare like with like.
@@ -430,7 +444,9 @@ class FrameReader:
     """
 
     def __init__(self, path: str | Path, start: int = 0, max_frames: int | None = None,
-                 stride: int = 1) -> None:
+                 stride: int = 1, hwaccel: str = "none") -> None:
+        if hwaccel not in HWACCELS:
+            raise VsegError(f"hwaccel must be one of {', '.join(HWACCELS)} (got {hwaccel!r})")
         if int(start) < 0:
             raise VsegError(f"start must be >= 0 (got {start})")
         if int(stride) < 1:
@@ -445,6 +461,11 @@ class FrameReader:
         self.info = replace(
             src, num_frames=_selected_count(src.num_frames, self.start, self.max_frames, self.stride)
         )
+        self.hwaccel = hwaccel
+        # What decodes: "cuda" (NVDEC via ffmpeg -hwaccel cuda), "software" or "images".
+        self.decoder = "images" if src.is_image_folder else "software"
+        self.hwaccel_fallback: str | None = None  # why "auto" fell back to software
+        self._ffmpeg_log = ""
         self._gen: Iterator[bytes] | None = None
         self._lock = threading.Lock()
         self._stop = False
@@ -467,13 +488,28 @@ class FrameReader:
         params += _passthrough_args()
         if self.max_frames is not None:
             params += ["-frames:v", str(self.max_frames + (1 if s > 0 else 0))]
+        if self.hwaccel != "none":
+            try:
+                self._start_ffmpeg(params, ["-hwaccel", "cuda"])
+                self.decoder = "cuda"
+                return
+            except VsegError:
+                reason = _hwaccel_error_line(self._ffmpeg_log)
+                if self.hwaccel == "cuda":
+                    raise VsegError(f"{self.info.path}: hardware decoding (ffmpeg -hwaccel cuda) failed ({reason}); "
+                                    "use --hwaccel auto (falls back to software) or none") from None
+                self.hwaccel_fallback = reason
+        self._start_ffmpeg(params, [])
+
+    def _start_ffmpeg(self, params: list[str], input_params: list[str]) -> None:
         try:
             gen = imageio_ffmpeg.read_frames(str(self.info.path), pix_fmt="rgb24",
-                                             output_params=params)
+                                             input_params=input_params, output_params=params)
             meta = next(gen)
         except StopIteration:
             raise VsegError(f"{self.info.path}: ffmpeg produced no output; the file may be damaged") from None
         except Exception as exc:
+            self._ffmpeg_log = str(exc)
             raise VsegError(
                 f"{self.info.path}: no decodable video frames ({_error_line(str(exc))}); "
                 "the file may be truncated or damaged"

@@ -41,6 +41,8 @@ def _canonical_command(opts: dict[str, Any]) -> str:
         args += ["--threads", str(opts["threads"])]
     if not opts["e2e"]:
         args.append("--no-e2e")
+    if opts.get("hwaccel", "auto") != "auto" and opts["e2e"]:
+        args += ["--hwaccel", opts["hwaccel"]]
     if opts.get("e2e_only"):
         args.append("--e2e-only")
     elif opts.get("input"):
@@ -144,7 +146,8 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
                 t.add_row(p["model"], size, p["precision"], "-", "-", "-", "-", "-", "-", p.get("note", ""), "-")
                 continue
             st = p["stages"]
-            t.add_row(p["model"], size, p["precision"], str(p["frames"]), _fps(st["decode"]["fps"]),
+            nvdec = " (NVDEC)" if st["decode"].get("decoder") == "cuda" else ""
+            t.add_row(p["model"], size, p["precision"], str(p["frames"]), _fps(st["decode"]["fps"]) + nvdec,
                       _fps(st["inference"]["fps"]), _fps(st.get("encode", {}).get("fps")),
                       _fps(st.get("label_png", {}).get("fps")), _fps(p["end_to_end"]["fps"]), p["bottleneck"],
                       f"{p['e2e_percent_of_slowest']:.0f} %")
@@ -205,12 +208,12 @@ def _write_json(result: dict[str, Any], target: str) -> None:
               help="vseg: session step + post-processing, CUDA events. upstream: mmseg benchmark.py "
                    "(batch 1, sync per call, cudnn.benchmark off, labels to host, 5 of 200 iterations warm-up).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
+@click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
+              help="End-to-end decoding: auto = NVDEC (ffmpeg -hwaccel cuda) when benchmarking CUDA, with a "
+                   "software fallback; cuda = NVDEC or an error; none = software.")
 @click.option("--json", "json_out", metavar="FILE", help="Write all results + machine + command as JSON ('-' for stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, notes or tables on the terminal.")
-def bench(device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
-          precisions: tuple[str, ...], batch: int, use_compile: bool, channels_last: bool, frames: int | None,
-          warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
-          e2e_only: bool, protocol: str, threads: int | None, json_out: str | None, quiet: bool) -> None:
+def bench(**options: Any) -> None:
     """Measure speed honestly: model-only latency, streaming vs naive recompute, end to end.
 
     Model-only rows time one step on frames already on the device (random weights): median and
@@ -227,17 +230,17 @@ def bench(device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Pat
       vseg bench --device cpu -m segformer-b0 --size 256x448 --frames 10
     """
     try:
-        _bench(device, gpu, models, checkpoint, sizes, precisions, batch, use_compile, channels_last, frames, warmup,
-               repeat, paired, classes, input_path, no_e2e, e2e_only, protocol, threads, json_out, quiet)
+        _bench(**options)
     except VsegError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
 
 
-def _bench(device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
+def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
            precisions: tuple[str, ...], batch: int, use_compile: bool, channels_last: bool, frames: int | None,
            warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
-           e2e_only: bool, protocol: str, threads: int | None, json_out: str | None, quiet: bool) -> None:
+           e2e_only: bool, protocol: str, threads: int | None, hwaccel: str, json_out: str | None,
+           quiet: bool) -> None:
     import torch
     from rich.console import Console
 
@@ -302,13 +305,14 @@ def _bench(device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Pa
     results = B.run_benchmarks(
         model_names, size_list, prec_list, dev, n_frames, n_warmup, batch, protocol, classes, use_compile,
         channels_last, repeat, not no_e2e, input_path, given, mean, std, log, model_only=not e2e_only,
-        paired=paired,
+        paired=paired, hwaccel=hwaccel,
     )
     opts = {"device": str(dev), "protocol": protocol, "models": model_names,
             "checkpoint": str(checkpoint) if checkpoint else None, "sizes": size_list, "precisions": prec_list,
             "batch": batch, "frames": n_frames, "warmup": n_warmup, "classes": classes, "repeat": repeat,
             "paired": paired, "compile": use_compile, "channels_last": channels_last, "threads": threads,
-            "e2e": not no_e2e, "e2e_only": e2e_only, "input": str(input_path) if input_path else None}
+            "e2e": not no_e2e, "e2e_only": e2e_only, "input": str(input_path) if input_path else None,
+            "hwaccel": hwaccel}
     out = B.run_metadata(dev, command=_canonical_command(opts), argv=sys.argv)
     out["settings"] = {**opts, "sizes": [list(s) for s in size_list]}
     out["notes"] = notes

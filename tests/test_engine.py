@@ -89,6 +89,41 @@ def test_stream_labels_match_direct_inference():
         np.testing.assert_array_equal(labels, expected)
 
 
+@pytest.mark.parametrize("arch", ["segformer-b0", "stt-effl0", "mrcfa-b0"])
+def test_frame_batch_gives_the_labels_of_frame_by_frame(arch):
+    """Micro-batching (frame_batch 3 over 7 frames: chunks 3+3+1, across MRCFA's early frames):
+    every frame reaches the sinks once, in order, with batch-1 labels (logits equal to rounding)."""
+    one, batched = ListSink(), ListSink()
+    pred = make_predictor(arch)
+    if arch == "stt-effl0":  # a live temporal path (its output projection starts at zero)
+        torch.nn.init.normal_(pred.model.stt.out.weight, std=0.1)
+    stream(pred, frames(7, 64, 96), [one], opacity=0.5)
+    pred.frame_batch = 3
+    stats = stream(pred, frames(7, 64, 96), [batched], opacity=0.5)
+    assert stats.frames == 7 and [i for i, _, _ in batched.items] == list(range(7))
+    agree = np.mean([np.mean(a[1] == b[1]) for a, b in zip(one.items, batched.items)])
+    assert agree > 0.999, agree
+
+
+@pytest.mark.parametrize("arch,options", [("segformer-b0", {}), ("stt-effl0", {}), ("mrcfa-b0", {}),
+                                          ("mrcfa-effl0", {"dilation": [-3, -2, -1]})])
+def test_session_step_many_equals_steps(arch, options):
+    torch.manual_seed(0)
+    model = build_model(arch, 11, **options).eval()
+    for name, p in model.named_parameters():  # live temporal paths: STT's Wo, MRCFA-effl0's values
+        if name.startswith(("stt.out", "decode_head.sr1_feat")):
+            torch.nn.init.normal_(p, std=0.05)
+    clip = torch.rand(11, 3, 64, 96)
+    with torch.inference_mode():
+        a, b = model.new_session(), model.new_session()
+        steps = torch.cat([a.step(f[None]) for f in clip])
+        many = torch.cat([b.step_many(clip[i:i + 4]) for i in range(0, 11, 4)])
+    assert b.frame_index == 11 and many.shape == steps.shape
+    torch.testing.assert_close(many, steps, rtol=1e-4, atol=1e-4)
+    if arch.startswith("mrcfa"):
+        assert sorted(b.cache) == sorted(a.cache)  # the same frames kept
+
+
 def test_stream_is_deterministic():
     a, b = ListSink(), ListSink()
     stream(make_predictor(), frames(3), [a])

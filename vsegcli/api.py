@@ -193,18 +193,22 @@ def load(
     size: int | None = None,
     seed: int = 0,
     label_set: str | None = None,
+    frame_batch: int = 1,
 ) -> Segmenter:
     """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
 
     With neither, the shipped default checkpoint is used; until one ships, a randomly initialised
     segformer-b0 so the pipeline can still be exercised — its labels mean nothing. Random weights
-    predict the classes of `label_set` (default Cityscapes).
+    predict the classes of `label_set` (default Cityscapes). `frame_batch`: frames per model call
+    when streaming a video (micro-batching: backbones batched, temporal steps in frame order).
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
     from vsegcli.hub import resolve_checkpoint
     from vsegcli.labels import get_label_set
     from vsegcli.models import build_model, get_architecture
 
+    if int(frame_batch) < 1:
+        raise VsegError(f"frame_batch must be at least 1, got {frame_batch}")
     dev = select_device(device)
     if checkpoint is None and model is None:
         checkpoint = default_checkpoint()
@@ -227,5 +231,6 @@ def load(
         net, meta.mean, meta.std, Palette.from_list(meta.palette), dev, precision,
         size=size if size is not None else meta.input_size, classes=list(meta.classes),
     )
+    predictor.frame_batch = int(frame_batch)
     return Segmenter(predictor, info)
 

@@ -933,6 +933,7 @@ def bench_pipeline(
     log: Log = _quiet,
     repeat: int = 1,
     hwaccel: str = "auto",
+    frame_batch: int = 1,
 ) -> dict[str, Any]:
     """End-to-end decode -> infer -> encode (+ label PNGs) through `engine.stream`, and each stage alone.
 
@@ -966,7 +967,7 @@ def bench_pipeline(
         own: dict[Any, Any] = {}
         try:
             return bench_pipeline(net, size, precision, dev, src, frames, warmup, num_classes, labels, video,
-                                  mean, std, seed, own, log, repeat, hwaccel)
+                                  mean, std, seed, own, log, repeat, hwaccel, frame_batch)
         finally:
             cleanup_io_cache(own)
     cache = io_cache
@@ -984,6 +985,7 @@ def bench_pipeline(
     n = len(decoded)
     palette = Palette.from_label_set(label_set_for(net.num_classes))
     predictor = Predictor(net, list(mean), list(std), palette, dev, precision)
+    predictor.frame_batch = frame_batch
 
     # Inference alone, the engine's inference-thread body on frames already in memory.
     def infer_all(count: int) -> tuple[list[np.ndarray], float, float]:
@@ -991,13 +993,12 @@ def bench_pipeline(
         out: list[np.ndarray] = []
         _sync(dev)
         c0, t0 = time.process_time(), time.perf_counter()
-        for k in range(count):
-            frame = decoded[k % n]
-            frame_dev = predictor.upload(frame)
-            lab = predictor.step(session, frame_dev)
-            if video:
-                overlay(frame_dev, lab, palette, 0.5).cpu().numpy()
-            out.append(lab.cpu().numpy())
+        for k0 in range(0, count, frame_batch):
+            frames_dev = [predictor.upload(decoded[k % n]) for k in range(k0, min(count, k0 + frame_batch))]
+            for frame_dev, lab in zip(frames_dev, predictor.step_many(session, frames_dev)):
+                if video:
+                    overlay(frame_dev, lab, palette, 0.5).cpu().numpy()
+                out.append(lab.cpu().numpy())
         _sync(dev)
         return out, time.perf_counter() - t0, time.process_time() - c0
 
@@ -1071,7 +1072,7 @@ def bench_pipeline(
     return {
         "model": name, "size": list(size), "precision": precision, "device": str(dev), "status": "ok",
         "input": str(src), "source": io["source_note"], "frames": n, "repeat": max(1, repeat),
-        "load_average": {"start": load_start, "end": _load_average()},
+        "frame_batch": frame_batch, "load_average": {"start": load_start, "end": _load_average()},
         "sinks": [s for s, on in (("video", video), ("labels", labels)) if on],
         "stages": stages,
         "end_to_end": e2e,
@@ -1114,6 +1115,7 @@ def run_benchmarks(
     model_only: bool = True,
     paired: bool = False,
     hwaccel: str = "auto",
+    frame_batch: int = 1,
 ) -> dict[str, Any]:
     """Everything `vseg bench` measures, as one JSON-ready dict (without machine/command fields).
 
@@ -1173,6 +1175,7 @@ def run_benchmarks(
                         pipelines.append(bench_pipeline(
                             fresh, size, precision, device, input=input, frames=frames, warmup=warmup,
                             mean=mean, std=std, io_cache=cache, log=log, repeat=repeat, hwaccel=hwaccel,
+                            frame_batch=frame_batch,
                         ))
         finally:
             cleanup_io_cache(cache)

@@ -96,6 +96,8 @@ class Predictor:
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.resize_rule: ResizeRule | None = None
+        # Frames per model call in `stream` (micro-batching; temporal steps stay in frame order).
+        self.frame_batch = 1
 
     def with_resize_rule(self, rule: ResizeRule | None) -> "Predictor":
         """The same model and settings with another input-size rule (e.g. VSPW's official one)."""
@@ -140,6 +142,20 @@ class Predictor:
             logits = session.step(x)
         logits = F.interpolate(logits.float(), size=frame.shape[:2], mode="bilinear", align_corners=False)
         return logits.argmax(1)[0].to(torch.uint8)
+
+    @torch.inference_mode()
+    def step_many(self, session: Session, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Consecutive frames of one video through the session in one batch (`Session.step_many`):
+        (H, W, 3) uint8 frames on device -> (H, W) uint8 labels on device, in order."""
+        if len(frames) == 1:
+            return [self.step(session, frames[0])]
+        x = torch.cat([self.prepare(f) for f in frames])
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = session.step_many(x)
+        labels = [F.interpolate(lg[None].float(), size=f.shape[:2], mode="bilinear", align_corners=False)
+                  .argmax(1)[0].to(torch.uint8) for lg, f in zip(logits, frames)]
+        return labels
 
 
 class Sink(Protocol):
@@ -310,6 +326,9 @@ def stream(
 ) -> RunStats:
     """Run every frame of `frames` through one session and hand the results to `sinks`.
 
+    With `predictor.frame_batch` = m > 1, m decoded frames go through the model together
+    (`Predictor.step_many`); sinks still get every frame in order.
+
     On success every sink is closed (outputs renamed into place) and their results returned; on any
     error or Ctrl-C every sink is aborted (temporary outputs removed) and the error re-raised.
     """
@@ -332,24 +351,33 @@ def stream(
         decoder.start()
         for w in workers:
             w.thread.start()
-        while True:
+        pending: list[tuple[int, np.ndarray]] = []
+        ended = False
+        while not ended:
             t0 = time.perf_counter()
             item = _get(decoded, stop)
             times.decode_wait += time.perf_counter() - t0
             if item is _END:
-                break
-            index, frame = item
+                ended = True
+            else:
+                pending.append(item)
+            if not pending or (len(pending) < predictor.frame_batch and not ended):
+                continue
             t0 = time.perf_counter()
-            frame_dev = predictor.upload(frame)
-            labels = predictor.step(session, frame_dev)
-            blended = overlay(frame_dev, labels, predictor.palette, opacity).cpu().numpy() if need_overlay else None
-            labels_np = labels.cpu().numpy()
+            frames_dev = [predictor.upload(frame) for _, frame in pending]
+            labels_dev = predictor.step_many(session, frames_dev)
+            results = []
+            for (index, frame), frame_dev, labels in zip(pending, frames_dev, labels_dev):
+                blended = overlay(frame_dev, labels, predictor.palette, opacity).cpu().numpy() if need_overlay else None
+                results.append((index, frame, labels.cpu().numpy(), blended))
             times.inference += time.perf_counter() - t0
-            for w in workers:
-                _put(w.queue, (index, frame, labels_np, blended), stop)
-            count += 1
-            if on_frame is not None:
-                on_frame(count)
+            pending = []
+            for result in results:
+                for w in workers:
+                    _put(w.queue, result, stop)
+                count += 1
+                if on_frame is not None:
+                    on_frame(count)
         for w in workers:
             _put(w.queue, _END, stop)
         for w in workers:

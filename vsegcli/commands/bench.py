@@ -43,6 +43,8 @@ def _canonical_command(opts: dict[str, Any]) -> str:
         args.append("--no-e2e")
     if opts.get("hwaccel", "auto") != "auto" and opts["e2e"]:
         args += ["--hwaccel", opts["hwaccel"]]
+    if opts.get("frame_batch", 1) != 1 and opts["e2e"]:
+        args += ["--frame-batch", str(opts["frame_batch"])]
     if opts.get("e2e_only"):
         args.append("--e2e-only")
     elif opts.get("input"):
@@ -208,6 +210,8 @@ def _write_json(result: dict[str, Any], target: str) -> None:
               help="vseg: session step + post-processing, CUDA events. upstream: mmseg benchmark.py "
                    "(batch 1, sync per call, cudnn.benchmark off, labels to host, 5 of 200 iterations warm-up).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
+@click.option("--frame-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="End-to-end: frames per model call, as `vseg run --frame-batch` (micro-batching).")
 @click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
               help="End-to-end decoding: auto = NVDEC (ffmpeg -hwaccel cuda) when benchmarking CUDA, with a "
                    "software fallback; cuda = NVDEC or an error; none = software.")
@@ -239,7 +243,7 @@ def bench(**options: Any) -> None:
 def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
            precisions: tuple[str, ...], batch: int, use_compile: bool, channels_last: bool, frames: int | None,
            warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
-           e2e_only: bool, protocol: str, threads: int | None, hwaccel: str, json_out: str | None,
+           e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, json_out: str | None,
            quiet: bool) -> None:
     import torch
     from rich.console import Console
@@ -305,14 +309,14 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     results = B.run_benchmarks(
         model_names, size_list, prec_list, dev, n_frames, n_warmup, batch, protocol, classes, use_compile,
         channels_last, repeat, not no_e2e, input_path, given, mean, std, log, model_only=not e2e_only,
-        paired=paired, hwaccel=hwaccel,
+        paired=paired, hwaccel=hwaccel, frame_batch=frame_batch,
     )
     opts = {"device": str(dev), "protocol": protocol, "models": model_names,
             "checkpoint": str(checkpoint) if checkpoint else None, "sizes": size_list, "precisions": prec_list,
             "batch": batch, "frames": n_frames, "warmup": n_warmup, "classes": classes, "repeat": repeat,
             "paired": paired, "compile": use_compile, "channels_last": channels_last, "threads": threads,
             "e2e": not no_e2e, "e2e_only": e2e_only, "input": str(input_path) if input_path else None,
-            "hwaccel": hwaccel}
+            "hwaccel": hwaccel, "frame_batch": frame_batch}
     out = B.run_metadata(dev, command=_canonical_command(opts), argv=sys.argv)
     out["settings"] = {**opts, "sizes": [list(s) for s in size_list]}
     out["notes"] = notes

@@ -59,6 +59,14 @@ class Session:
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def step_many(self, frames: torch.Tensor) -> torch.Tensor:
+        """m consecutive frames of this (single) video, (m, 3, H, W) -> logits (m, K, h, w).
+
+        Micro-batching: models override it to run their per-frame part (backbone, decoder) as one
+        batch of m while the temporal part still goes frame by frame, in order. Equals m calls of
+        `step` up to floating-point rounding (a batched kernel may sum in another order)."""
+        return torch.cat([self.step(f.unsqueeze(0)) for f in frames])
+
     def reset(self) -> None:
         self.frame_index = 0
 
@@ -67,3 +75,7 @@ class PerFrameSession(Session):
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         self.frame_index += 1
         return self.model.forward_frame(frame)
+
+    def step_many(self, frames: torch.Tensor) -> torch.Tensor:
+        self.frame_index += frames.shape[0]
+        return self.model.forward_frame(frames)

@@ -284,14 +284,8 @@ class MRCFASession(Session):
 
     @torch.no_grad()
     def step(self, frame: torch.Tensor) -> torch.Tensor:
-        if self._frame_shape is None:
-            _check_frame_size(*frame.shape[-2:])
-            self._frame_shape = tuple(frame.shape)
-        elif tuple(frame.shape) != self._frame_shape:
-            raise VsegError(
-                f"frame shape changed mid-video from {self._frame_shape} to {tuple(frame.shape)}; "
-                "start a new session (or call reset()) for a new video."
-            )
+        """The next frame (B, 3, H, W) — one frame of each of B videos stepped together."""
+        self._check_shape(frame)
         head = self.model.decode_head
         t = self.frame_index
         target = self.model.encode(frame)
@@ -304,6 +298,45 @@ class MRCFASession(Session):
         self.cache.pop(t - self.model.history, None)  # frame t+1 reaches back to t+1-history at most
         self.frame_index += 1
         return logits
+
+    @torch.no_grad()
+    def step_many(self, frames: torch.Tensor) -> torch.Tensor:
+        """m consecutive frames: one batched encode and reference reduction, then every frame's
+        temporal head in one batch too (MRCFA's head reads only earlier frames' cached features,
+        never earlier outputs, so nothing in it is sequential)."""
+        self._check_shape(frames[:1])
+        head = self.model.decode_head
+        t0 = self.frame_index
+        target = self.model.encode(frames)
+        refs = head.reference_features(target)
+        for i in range(frames.shape[0]):
+            self.cache[t0 + i] = ReferenceFeatures(ReferenceKeys(*(k[i:i + 1] for k in refs.keys)),
+                                                   refs.values[i:i + 1])
+        ids = [self.model.reference_indices(t0 + i) for i in range(frames.shape[0])]
+        temporal = [i for i, r in enumerate(ids) if r]
+        logits = head.classify(target.fused) if len(temporal) < len(ids) else None
+        if temporal:
+            pick = torch.tensor(temporal, device=frames.device)
+            stacked = [stack_references([self.cache[j] for j in ids[i]]) for i in temporal]
+            refs_t = ReferenceFeatures(
+                ReferenceKeys(*(torch.cat(parts) for parts in zip(*(r.keys for r in stacked)))),
+                torch.cat([r.values for r in stacked]))
+            out, _ = head.temporal(FrameFeatures(*(x.index_select(0, pick) for x in target)), refs_t)
+            logits = out if logits is None else logits.index_copy(0, pick, out.to(logits.dtype))
+        self.frame_index += frames.shape[0]
+        for t in range(t0, self.frame_index):
+            self.cache.pop(t - self.model.history, None)  # frame t+1 reaches back to t+1-history at most
+        return logits
+
+    def _check_shape(self, frame: torch.Tensor) -> None:
+        if self._frame_shape is None:
+            _check_frame_size(*frame.shape[-2:])
+            self._frame_shape = tuple(frame.shape)
+        elif tuple(frame.shape) != self._frame_shape:
+            raise VsegError(
+                f"frame shape changed mid-video from {self._frame_shape} to {tuple(frame.shape)}; "
+                "start a new session (or call reset()) for a new video."
+            )
 
     def reset(self) -> None:
         super().reset()

@@ -107,13 +107,23 @@ class STTSession(Session):
         self.memory: deque[KeyValue] = deque(maxlen=model.stt.num_frames)
 
     def step(self, frame: torch.Tensor) -> torch.Tensor:
+        return self._temporal(self.model.features(frame))
+
+    def step_many(self, frames: torch.Tensor) -> torch.Tensor:
+        """Backbone + decoder for all m frames in one batch; STT frame by frame; head batched."""
         m = self.model
-        feature = m.features(frame)
+        features = m.features(frames)
+        updated = [self._temporal(f.unsqueeze(0), head=False) for f in features]
+        return m.head(torch.cat(updated))
+
+    def _temporal(self, feature: torch.Tensor, head: bool = True) -> torch.Tensor:
+        m = self.model
         x = m.stt_input(feature)
         y = m.stt(x, self.memory)  # nearest first
         self.memory.appendleft(m.stt.keys_values(x))
         self.frame_index += 1
-        return m.head(m.stt_output(feature, x, y))
+        out = m.stt_output(feature, x, y)
+        return m.head(out) if head else out
 
     def reset(self) -> None:
         super().reset()

@@ -1,6 +1,8 @@
-"""Frame progress on stderr (rich): done/total, fps, elapsed, ETA — only when stderr is a terminal.
+"""Progress on stderr (rich): done/total, rate, elapsed, ETA — only when enabled (a terminal).
 
 Logs and pipes get nothing (no half-drawn bars); the commands print a one-line summary instead.
+`vseg run` / `vseg eval` count frames (fps); `vseg train` counts iterations (it/s) and shows the
+loss and learning rate in the info column.
 """
 from __future__ import annotations
 
@@ -8,35 +10,41 @@ from typing import Any
 
 
 class FrameProgress:
-    """Rich progress on stderr (frames done/total, fps, ETA) — only when stderr is a terminal."""
+    """Rich progress bar: description, bar, done/total, rate in `unit`, info, elapsed, ETA."""
 
-    def __init__(self, enabled: bool, console: Any) -> None:
+    def __init__(self, enabled: bool, console: Any, unit: str = "fps") -> None:
         self.enabled = enabled
         self.console = console
+        self.unit = unit
         self.progress = None
         self.task = None
 
-    def start(self, description: str, total: int | None) -> None:
+    def start(self, description: str, total: int | None, completed: int = 0) -> None:
         if not self.enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
         from rich.text import Text
 
-        class FpsColumn(ProgressColumn):
+        unit = self.unit
+
+        class RateColumn(ProgressColumn):
             def render(self, task: Any) -> Text:
                 speed = task.finished_speed or task.speed
-                return Text(f"{speed:.1f} fps" if speed else "-- fps")
+                return Text(f"{speed:.1f} {unit}" if speed else f"-- {unit}")
 
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True,
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, transient=True,
         )
         self.progress.start()
-        self.task = self.progress.add_task(description, total=total)
+        self.task = self.progress.add_task(description, total=total, completed=completed, info="")
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, info: str | None = None) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=done)
+            self.progress.update(self.task, completed=done, **({"info": info} if info is not None else {}))
 
     def stop(self) -> None:
         if self.progress is not None:

@@ -83,6 +83,7 @@ from torch import nn
 
 from vsegcli.errors import VsegError
 from vsegcli.fsutil import atomic_write, atomic_write_text
+from vsegcli.progress import FrameProgress
 
 IGNORE = 255
 DATASETS = ("camvid", "cityscapes", "vspw")
@@ -1066,33 +1067,14 @@ def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
 # Progress (rich, stderr, terminal only)
 
 
-class _Progress:
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _progress(enabled: bool, total: int, start: int) -> FrameProgress:
+    """Iterations / loss / lr on stderr while training, when it is a terminal."""
+    from rich.console import Console
 
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return
-        self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=total, completed=start, info="")
-
-    def update(self, it: int, info: str | None = None) -> None:
-        if self.progress is not None:
-            kw = {"info": info} if info is not None else {}
-            self.progress.update(self.task, completed=it, **kw)
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+    console = Console(stderr=True)
+    progress = FrameProgress(enabled and console.is_terminal, console, unit="it/s")
+    progress.start("train", total, completed=start)
+    return progress
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1245,7 +1227,7 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
         }
         atomic_write(out / "state.pt", lambda f: torch.save(state, f), durable=True)
 
-    progress = _Progress(d.main and not cfg.quiet and not cfg.json_log, cfg.iters, start)
+    progress = _progress(d.main and not cfg.quiet and not cfg.json_log, cfg.iters, start)
     t_start = time.perf_counter()
     t_interval = t_start
     paused = 0.0  # seconds in validation / checkpointing: not training speed
@@ -1294,7 +1276,7 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
                     raise VsegError(f"the loss became {rec['loss']} at iteration {it}; lower --lr, or train in "
                                     "--precision fp32 / bf16")
                 run_log.write(rec)
-                progress.update(it, f"loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['it_s']:.2f} it/s")
+                progress.update(it, f"loss {rec['loss']:.4f}  lr {rec['lr']:.2e}")
                 sums, n_in_interval, data_wait, t_interval = {}, 0, 0.0, time.perf_counter()
             else:
                 progress.update(it)
@@ -1315,7 +1297,7 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
                 mvc = f", mVC8 {val['mvc8']:.1f}" if val.get("mvc8") is not None else ""
                 say(f"val @ {it}: mIoU {100 * val['miou']:.2f}%{mvc} ({val['frames']} frames, {val['seconds']:.1f} s)"
                     f"{'  [best]' if best_now else f'  (best {100 * best:.2f}% @ {best_iter})'}")
-                progress = _Progress(d.main and not cfg.quiet and not cfg.json_log, cfg.iters, it)
+                progress = _progress(d.main and not cfg.quiet and not cfg.json_log, cfg.iters, it)
             save(it, val, best_now)
             dt = time.perf_counter() - t_pause
             paused += dt

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from vsegcli.errors import VsegError
+from vsegcli.metrics.pairs import strict_pairs
 
 __all__ = ["TemporalConsistency", "TemporalConsistencyResult", "temporal_consistency", "FlowFn"]
 
@@ -358,14 +359,6 @@ def temporal_consistency(
     `kwargs` go to `TemporalConsistency` (flow_size, flow_fn, keep_heatmap, flow_preset).
     """
     acc = TemporalConsistency(num_classes, **kwargs)
-    sentinel = object()
-    frame_it, label_it = iter(frames), iter(labels)
-    while True:
-        f = next(frame_it, sentinel)
-        lab = next(label_it, sentinel)
-        if f is sentinel and lab is sentinel:
-            break
-        if f is sentinel or lab is sentinel:
-            raise VsegError("temporal_consistency: different numbers of frames and label maps")
-        acc.update(f, lab)  # type: ignore[arg-type]
+    for f, lab in strict_pairs(frames, labels, "temporal_consistency: different numbers of frames and label maps"):
+        acc.update(f, lab)
     return acc.result()

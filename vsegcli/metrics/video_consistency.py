@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vsegcli.errors import VsegError
+from vsegcli.metrics.pairs import strict_pairs
 
 __all__ = ["VideoConsistency", "OFFICIAL_SKIP_THRESHOLD"]
 
@@ -157,17 +158,12 @@ class VideoConsistency:
 
     def add_video(self, preds: Iterable[Any], gts: Iterable[Any]) -> bool:
         """Score one whole video (iterables of H x W label maps, consumed lazily)."""
-        sentinel = object()
-        pit, git = iter(preds), iter(gts)
-        while True:
-            p = next(pit, sentinel)
-            g = next(git, sentinel)
-            if p is sentinel and g is sentinel:
-                break
-            if p is sentinel or g is sentinel:
-                self._start_video()
-                raise VsegError("add_video: different numbers of predictions and ground truths")
-            self.update(p, g)
+        try:
+            for p, g in strict_pairs(preds, gts, "add_video: different numbers of predictions and ground truths"):
+                self.update(p, g)
+        except VsegError:
+            self._start_video()  # drop the half-scored video
+            raise
         return self.end_video()
 
     def merge(self, other: VideoConsistency) -> VideoConsistency:

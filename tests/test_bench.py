@@ -154,7 +154,7 @@ def test_bench_temporal_paired():
 
 
 def test_compile_failure_is_a_skipped_row(monkeypatch):
-    def broken(model):
+    def broken(model, mode="default"):
         def fail(*args, **kwargs):
             raise RuntimeError("inductor says no\nmore detail")
 
@@ -164,6 +164,29 @@ def test_compile_failure_is_a_skipped_row(monkeypatch):
     monkeypatch.setattr(B, "_apply_compile", broken)
     row = B.bench_model("segformer-b0", SIZE, "fp32", "cpu", frames=2, warmup=1, compile=True)
     assert row["status"] == "skipped" and "inductor says no" in row["note"] and "more detail" not in row["note"]
+
+
+def test_compile_modes_reach_torch_compile():
+    """--compile MODE: the backbone is compiled once with that mode (reduce-overhead = CUDA graphs)."""
+    from vsegcli.commands.bench import _canonical_command
+
+    model = B.build_bench_model("effl0", 11)
+    calls = []
+    model.backbone.compile = lambda **kw: calls.append(kw)
+    assert "mode reduce-overhead" in B._apply_compile(model, "reduce-overhead")
+    B._apply_compile(model, "reduce-overhead")  # already compiled: not again
+    assert calls == [{"mode": "reduce-overhead"}]
+    other = B.build_bench_model("effl0", 11)
+    other.backbone.compile = lambda **kw: calls.append(kw)
+    B._apply_compile(other, True)
+    assert calls[-1] == {"mode": None}  # torch's default mode
+    with pytest.raises(VsegError, match="unknown compile mode"):
+        B._apply_compile(B.build_bench_model("effl0", 11), "fastest")
+    opts = {"device": "cuda:0", "protocol": "vseg", "models": ["mrcfa-b0"], "sizes": [(480, 864)],
+            "precisions": ["bf16"], "batch": 1, "frames": 200, "warmup": 5, "classes": 19, "repeat": 1,
+            "compile": "reduce-overhead", "channels_last": False, "e2e": True, "frame_batch": 4, "hwaccel": "none"}
+    cmd = _canonical_command(opts)
+    assert "--compile reduce-overhead" in cmd and "--frame-batch 4" in cmd and "--hwaccel none" in cmd
 
 
 def test_bench_pipeline_stages(tiny_video, tmp_path):

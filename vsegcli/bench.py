@@ -408,19 +408,23 @@ def _frame_pool(size: tuple[int, int], batch: int, device: torch.device, seed: i
     return [torch.randint(0, 256, (batch, h, w, 3), generator=g, dtype=torch.uint8).to(device) for _ in range(n)]
 
 
-def _apply_compile(model: Segmentor) -> str:
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def _apply_compile(model: Segmentor, mode: str | bool = "default") -> str:
     """torch.compile the backbone in place (the per-frame cost every mode shares). Sessions call head
-    and temporal methods that are not `forward`, so compiling the whole model would miss them."""
+    and temporal methods that are not `forward`, so compiling the whole model would miss them.
+    `mode` "reduce-overhead" records CUDA graphs for the fixed input size (launch overhead gone)."""
+    mode = "default" if mode is True else str(mode)
+    if mode not in COMPILE_MODES:
+        raise VsegError(f"unknown compile mode {mode!r}: use {', '.join(COMPILE_MODES)}")
     target = getattr(model, "backbone", None)
-    if target is None:
-        if not getattr(model, "_vseg_compiled", False):
-            model.compile()
-            model._vseg_compiled = True
-        return "torch.compile on the whole model"
+    what = "the whole model" if target is None else "the backbone (heads and temporal modules eager)"
+    target = model if target is None else target
     if not getattr(target, "_vseg_compiled", False):
-        target.compile()
+        target.compile(mode=None if mode == "default" else mode)
         target._vseg_compiled = True
-    return "torch.compile on the backbone (heads and temporal modules eager)"
+    return f"torch.compile (mode {mode}) on {what}"
 
 
 def _count_backbone_frames(model: Segmentor, stepper: Stepper, pool: list[torch.Tensor], steps: int = 2) -> float | None:
@@ -472,7 +476,7 @@ def _measure_many(
     warmup: int,
     batch: int = 1,
     protocol: str = "vseg",
-    compile: bool = False,
+    compile: bool | str = False,
     channels_last: bool = False,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -505,7 +509,7 @@ def _measure_many(
         if channels_last:
             model.to(memory_format=torch.channels_last)
         if compile:
-            notes.append(_apply_compile(model))
+            notes.append(_apply_compile(model, compile))
         elif getattr(getattr(model, "backbone", model), "_vseg_compiled", False):
             row["compile"] = True  # compiled in place by an earlier measurement of the same model
             notes.append("backbone already compiled by an earlier measurement")
@@ -630,7 +634,7 @@ def _measure_many(
 
 
 def _measure(model: Segmentor, name: str, mode: str, size: tuple[int, int], precision: str, device: torch.device,
-             frames: int, warmup: int, batch: int = 1, protocol: str = "vseg", compile: bool = False,
+             frames: int, warmup: int, batch: int = 1, protocol: str = "vseg", compile: bool | str = False,
              channels_last: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
              std: Sequence[float] = IMAGENET_STD, count_backbone: bool = True, seed: int = 0) -> dict[str, Any]:
     """One plain (unpaired) measurement of an already built model. See `bench_model`."""
@@ -699,7 +703,7 @@ def bench_model(
     mode: str = "session",
     protocol: str = "vseg",
     num_classes: int = 19,
-    compile: bool = False,
+    compile: bool | str = False,
     channels_last: bool = False,
     repeat: int = 1,
     count_backbone: bool = True,
@@ -803,7 +807,7 @@ def bench_temporal(
     batch: int = 1,
     protocol: str = "vseg",
     num_classes: int = 19,
-    compile: bool = False,
+    compile: bool | str = False,
     channels_last: bool = False,
     repeat: int = 1,
     paired: bool = False,
@@ -1103,7 +1107,7 @@ def run_benchmarks(
     batch: int = 1,
     protocol: str = "vseg",
     num_classes: int = 19,
-    compile: bool = False,
+    compile: bool | str = False,
     channels_last: bool = False,
     repeat: int = 1,
     e2e: bool = True,

@@ -34,7 +34,7 @@ def _canonical_command(opts: dict[str, Any]) -> str:
     if opts.get("paired"):
         args.append("--paired")
     if opts["compile"]:
-        args.append("--compile")
+        args += ["--compile"] + ([opts["compile"]] if opts["compile"] not in (True, "default") else [])
     if opts["channels_last"]:
         args.append("--channels-last")
     if opts.get("threads"):
@@ -190,7 +190,10 @@ def _write_json(result: dict[str, Any], target: str) -> None:
               help="fp32, fp16, bf16 (comma list). Default: fp32 on CPU, fp32,bf16 on GPU. fp16 rows are skipped on CPU.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Frames per step (independent streams for sessions).")
-@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the backbone (rows skipped with a note if it fails).")
+@click.option("--compile", "use_compile", is_flag=False, flag_value="default", default=None,
+              type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+              help="torch.compile the backbone (rows skipped with a note if it fails); `--compile reduce-overhead` "
+                   "adds CUDA graphs for the fixed input size.")
 @click.option("--channels-last", is_flag=True, help="channels_last weights and inputs (helps convolutional bases on GPU).")
 @click.option("--frames", type=click.IntRange(min=1),
               help="Timed frames per measurement. Default: 200 on GPU, 20 on CPU (with --protocol upstream: 195 + 5 warm-up).")
@@ -241,7 +244,7 @@ def bench(**options: Any) -> None:
 
 
 def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
-           precisions: tuple[str, ...], batch: int, use_compile: bool, channels_last: bool, frames: int | None,
+           precisions: tuple[str, ...], batch: int, use_compile: str | None, channels_last: bool, frames: int | None,
            warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
            e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, json_out: str | None,
            quiet: bool) -> None:

@@ -3,8 +3,8 @@
 Protocol (one rule for every architecture, so temporal models get their real context):
 
 * Every sequence is streamed frame by frame, in time order, through a fresh `Session`: STT sees
-  its T earlier frames, MRCFA its t-9/t-6/t-3 references, exactly as in `vseg run`. Predictions
-  are scored only on annotated frames.
+  its T earlier frames, MRCFA its reference frames (t-9/t-6/t-3, or the checkpoint's own
+  offsets), exactly as in `vseg run`. Predictions are scored only on annotated frames.
   - CamVid: every labelled frame of a sequence, in order (each one is scored).
   - Cityscapes: the 30-frame snippet of each annotated frame: the 19 frames before it are streamed
     as context, the 10 after it only when TC is measured; only the annotated frame is scored.

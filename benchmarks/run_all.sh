@@ -74,6 +74,15 @@ gpu)
         --precision bf16 --no-e2e
     run gpu_e2e_480x864 --gpu 0 -m "$models" --size 480x864 --precision fp32,bf16 --repeat 3 --e2e-only \
         --input examples/bikes.mp4
+    # What NVDEC, micro-batching and CUDA graphs buy (docs section 4).
+    run gpu_e2e_software_decode_480x864 --gpu 0 -m mrcfa-b0,stt-effl0 --size 480x864 --precision bf16 \
+        --repeat 3 --e2e-only --hwaccel none
+    for fb in 4 8; do
+        run "gpu_e2e_frame_batch${fb}_480x864" --gpu 0 -m mrcfa-b0,stt-effl0 --size 480x864 --precision bf16 \
+            --repeat 3 --e2e-only --frame-batch "$fb"
+    done
+    run gpu_cuda_graphs_480x864 --gpu 0 -m segformer-b0,mrcfa-b0 --size 480x864 --precision bf16 \
+        --compile reduce-overhead --no-e2e
     ;;
 *)
     echo "usage: $0 cpu|gpu [OUTDIR]" >&2

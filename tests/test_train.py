@@ -361,3 +361,10 @@ def test_mrcfa_effl0_from_per_frame_starts_at_its_output_and_learns(effl0_run: P
         resolve_config(TrainConfig("effl0", "camvid", Path("."), Path("."), dilation=(-3, -2, -1)))
     with pytest.raises(VsegError, match="three distinct negative"):
         resolve_config(TrainConfig("mrcfa-effl0", "camvid", Path("."), Path("."), dilation=(-3, -3, -1)))
+
+
+def test_bad_data_root_leaves_no_run_folder(tmp_path: Path) -> None:
+    code, _, err = invoke(["train", "--arch", "effl0", "--dataset", "camvid", "--data-root", str(tmp_path / "nope"),
+                           "--out", str(tmp_path / "run"), "--iters", "1", *FAST])
+    assert code == 2 and "no such folder" in err
+    assert not (tmp_path / "run").exists()

@@ -1118,10 +1118,6 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
     if cfg.precision == "fp16" and device.type != "cuda":
         raise VsegError("fp16 training needs a GPU; on CPU use --precision fp32 or bf16")
     assert cfg.crop is not None and cfg.iters is not None and cfg.lr is not None
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-    _barrier(d)
-
     data = _data_api()
     label_set = get_label_set(cfg.dataset)
     train_seqs = data.list_sequences(cfg.dataset, cfg.data_root, "train")
@@ -1130,6 +1126,9 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
     val_seqs = data.list_sequences(cfg.dataset, cfg.data_root, "val") if cfg.val_every else []
     if cfg.val_every and not val_seqs:
         raise VsegError(f"no val split for {cfg.dataset} under {cfg.data_root}; add it or pass --val-every 0")
+    if d.main:  # only once the data is there: a failed start leaves no empty run folder
+        out.mkdir(parents=True, exist_ok=True)
+    _barrier(d)
 
     # Same initial weights everywhere (DDP also broadcasts rank 0's); then a per-rank stream for
     # dropout / drop-path.

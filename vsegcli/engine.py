@@ -153,9 +153,9 @@ class Predictor:
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = session.step_many(x)
-        labels = [F.interpolate(lg[None].float(), size=f.shape[:2], mode="bilinear", align_corners=False)
-                  .argmax(1)[0].to(torch.uint8) for lg, f in zip(logits, frames)]
-        return labels
+        # One video: every frame has the same size, so the upsampling runs batched too.
+        logits = F.interpolate(logits.float(), size=frames[0].shape[:2], mode="bilinear", align_corners=False)
+        return list(logits.argmax(1).to(torch.uint8))
 
 
 class Sink(Protocol):

@@ -325,6 +325,7 @@ def test_frozen_base_trains_only_the_temporal_module(effl0_run: Path, camvid: Pa
     code, _, err = invoke(["train", "--arch", "stt-effl0", "--dataset", "camvid", "--data-root", str(camvid),
                            "--freeze", "encoder", "--iters", "1", "--out", str(tmp_path / "bad"), *FAST])
     assert code == 2 and "no such module" in err and "backbone, decode_head, stt" in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_mrcfa_effl0_from_per_frame_starts_at_its_output_and_learns(effl0_run: Path, camvid: Path,

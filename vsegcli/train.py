@@ -1126,9 +1126,6 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
     val_seqs = data.list_sequences(cfg.dataset, cfg.data_root, "val") if cfg.val_every else []
     if cfg.val_every and not val_seqs:
         raise VsegError(f"no val split for {cfg.dataset} under {cfg.data_root}; add it or pass --val-every 0")
-    if d.main:  # only once the data is there: a failed start leaves no empty run folder
-        out.mkdir(parents=True, exist_ok=True)
-    _barrier(d)
 
     # Same initial weights everywhere (DDP also broadcasts rank 0's); then a per-rank stream for
     # dropout / drop-path.
@@ -1143,6 +1140,9 @@ def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[s
         provenance_init = dict(state.get("provenance_init", {}))
     frozen = freeze_modules(model, cfg.freeze)
     set_train_mode(model, cfg.freeze, True)
+    if d.main:  # only once data, model and options check out: a failed start leaves no empty run folder
+        out.mkdir(parents=True, exist_ok=True)
+    _barrier(d)
     model.to(device)
     spec = clip_spec_for(model, cfg.dataset, cfg.max_gap)
 

@@ -13,13 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vsegcli.commands.bench import fmt_number
+
 
 def _f(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
+    return fmt_number(v, digits)  # the same cell format as `vseg bench`'s tables
 
 
 def _size(s: list[int] | None) -> str:

@@ -52,7 +52,7 @@ def _canonical_command(opts: dict[str, Any]) -> str:
     return shlex.join(args)
 
 
-def _fmt(v: Any, digits: int = 2) -> str:
+def fmt_number(v: Any, digits: int = 2) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -100,10 +100,10 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
                           *["-"] * (len(cols) - 6), r.get("note", ""))
                 continue
             lat = r["latency_ms"]
-            cpu = [_fmt(r["cpu_time_ms"]["median"]) if "cpu_time_ms" in r else "-"] if on_cpu else []
-            t.add_row(r["model"], r["mode"], size, r["precision"], str(r["batch"]), _fmt(lat["median"]),
-                      _fmt(lat["p95"]), *cpu, _fmt(r["ms_per_frame"]), _fps(r["fps"]), _fmt(r["peak_memory_mib"], 0),
-                      _fmt(r.get("backbone_frames_per_frame"), 1), r.get("note", ""))
+            cpu = [fmt_number(r["cpu_time_ms"]["median"]) if "cpu_time_ms" in r else "-"] if on_cpu else []
+            t.add_row(r["model"], r["mode"], size, r["precision"], str(r["batch"]), fmt_number(lat["median"]),
+                      fmt_number(lat["p95"]), *cpu, fmt_number(r["ms_per_frame"]), _fps(r["fps"]), fmt_number(r["peak_memory_mib"], 0),
+                      fmt_number(r.get("backbone_frames_per_frame"), 1), r.get("note", ""))
         console.print(t)
         mem = next((r["memory_method"] for r in rows if r.get("memory_method")), None)
         if mem:
@@ -123,7 +123,7 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
             t.add_column(col, no_wrap=True, justify="right" if ("ms" in col or "/" in col) else "left")
 
         def ms(part: dict[str, Any] | None) -> str:
-            return _fmt(part.get("median_ms")) if part and "median_ms" in part else "-"
+            return fmt_number(part.get("median_ms")) if part and "median_ms" in part else "-"
 
         def x(v: float | None) -> str:
             return f"{v:.2f}x" if v is not None else "-"

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from vsegcli import __version__
 from vsegcli.engine import PRECISIONS, select_device
 from vsegcli.errors import VsegError
+from vsegcli.hostmem import host_allocator_state
 from vsegcli.models.base import Segmentor
 
 MODES = ("session", "naive", "frame")
@@ -261,6 +262,7 @@ def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_cuda": torch.version.cuda,
         "numpy": np.__version__,
+        "host_allocator": host_allocator_state(),
     }
     try:
         info["cpu_affinity"] = len(os.sched_getaffinity(0))

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from vsegcli.errors import VsegError
+from vsegcli.hostmem import configure_host_allocator
 from vsegcli.models.base import Segmentor, Session
 from vsegcli.render import Palette, overlay
 
@@ -87,6 +88,7 @@ class Predictor:
             raise VsegError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
         if precision == "fp16" and device.type == "cpu":
             raise VsegError("fp16 is for GPUs; on CPU use --precision fp32 or bf16")
+        configure_host_allocator()  # steady frames reuse freed host memory instead of page-faulting it
         self.model = model.to(device).eval()
         self.device = device
         self.precision = precision

@@ -1093,9 +1093,11 @@ def _default_workers(world: int) -> int:
 def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) training as configured; returns a summary dict. Rank 0 writes RUN_DIR."""
     from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD, CheckpointMeta, save_checkpoint
+    from vsegcli.hostmem import configure_host_allocator
     from vsegcli.labels import get_label_set
     from vsegcli.models import build_model
 
+    configure_host_allocator()  # each iteration reuses the last one's freed host memory (no page faults)
     d, device = init_distributed(cfg.device)
     say = (note or (lambda m: print(m, file=sys.stderr, flush=True))) if (d.main and not cfg.quiet) else (lambda m: None)
 

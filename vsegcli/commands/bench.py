@@ -45,6 +45,8 @@ def _canonical_command(opts: dict[str, Any]) -> str:
         args += ["--hwaccel", opts["hwaccel"]]
     if opts.get("frame_batch", 1) != 1 and opts["e2e"]:
         args += ["--frame-batch", str(opts["frame_batch"])]
+    if opts.get("host_allocator", "retain") != "retain":
+        args += ["--host-allocator", opts["host_allocator"]]
     if opts.get("e2e_only"):
         args.append("--e2e-only")
     elif opts.get("input"):
@@ -218,6 +220,10 @@ def _write_json(result: dict[str, Any], target: str) -> None:
 @click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
               help="End-to-end decoding: auto = NVDEC (ffmpeg -hwaccel cuda) when benchmarking CUDA, with a "
                    "software fallback; cuda = NVDEC or an error; none = software.")
+@click.option("--host-allocator", type=click.Choice(["retain", "system"]), default=None,
+              help="retain (default, also $VSEG_HOST_ALLOCATOR): freed host memory stays in the process, so "
+                   "CPU steps do not page-fault their activations back in every frame; system: C library defaults "
+                   "(to measure what retain buys).")
 @click.option("--json", "json_out", metavar="FILE", help="Write all results + machine + command as JSON ('-' for stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, notes or tables on the terminal.")
 def bench(**options: Any) -> None:
@@ -246,14 +252,18 @@ def bench(**options: Any) -> None:
 def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
            precisions: tuple[str, ...], batch: int, use_compile: str | None, channels_last: bool, frames: int | None,
            warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
-           e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, json_out: str | None,
-           quiet: bool) -> None:
+           e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, host_allocator: str | None,
+           json_out: str | None, quiet: bool) -> None:
     import torch
     from rich.console import Console
 
     from vsegcli import bench as B
     from vsegcli.models import get_architecture
 
+    from vsegcli.hostmem import configure_host_allocator, requested_mode
+
+    host_allocator = requested_mode(host_allocator)
+    allocator_state = configure_host_allocator(host_allocator)  # before any model or frame is allocated
     dev, device_note = B.resolve_device(device, gpu)
     if threads:
         torch.set_num_threads(threads)
@@ -296,6 +306,8 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     if not tables_to.is_terminal:
         tables_to.width = max(tables_to.width, 180)  # logs and pipes: don't squeeze the tables
     notes = [n for n in (device_note, count_note) if n]
+    if not allocator_state.startswith(host_allocator):  # set earlier in this process, or not tunable here
+        notes.append(f"host allocator: {allocator_state}, not the requested {host_allocator}")
     if dev.type == "cpu":
         notes.append("CPU timings share the machine with whatever else runs (see load_average); on a busy "
                      "machine use --threads 1 (CPU ms stays meaningful), --paired for ratios and --repeat")
@@ -319,7 +331,7 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
             "batch": batch, "frames": n_frames, "warmup": n_warmup, "classes": classes, "repeat": repeat,
             "paired": paired, "compile": use_compile, "channels_last": channels_last, "threads": threads,
             "e2e": not no_e2e, "e2e_only": e2e_only, "input": str(input_path) if input_path else None,
-            "hwaccel": hwaccel, "frame_batch": frame_batch}
+            "hwaccel": hwaccel, "frame_batch": frame_batch, "host_allocator": host_allocator}
     out = B.run_metadata(dev, command=_canonical_command(opts), argv=sys.argv)
     out["settings"] = {**opts, "sizes": [list(s) for s in size_list]}
     out["notes"] = notes

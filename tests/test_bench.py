@@ -234,13 +234,14 @@ def test_cli_records_the_host_allocator_and_says_when_it_cannot_change_it():
     applied = configure_host_allocator()  # this process's setting (process-wide, first call decides)
     other = "system" if applied.startswith("retain") else "retain"
     result = CliRunner().invoke(cli, ["bench", "--device", "cpu", "-m", "effl0", "--frames", "1", "--warmup", "0",
-                                      "--size", "64x96", "--no-e2e", "--host-allocator", other, "--json", "-", "-q"])
+                                      "--size", "64x96", "--no-e2e", "--host-allocator", other, "--no-fold-bn", "--json", "-", "-q"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["machine"]["host_allocator"] == applied
     assert data["settings"]["host_allocator"] == other
     assert ("--host-allocator system" in data["command"]) == (other == "system")  # retain is the default
     assert any(f"not the requested {other}" in n for n in data["notes"])
+    assert data["settings"]["fold_bn"] is False and "--no-fold-bn" in data["command"]
 
 
 def test_cli_tables_and_json_file(tmp_path):

@@ -194,6 +194,7 @@ def load(
     seed: int = 0,
     label_set: str | None = None,
     frame_batch: int = 1,
+    fold_bn: bool = True,
 ) -> Segmenter:
     """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
 
@@ -201,11 +202,14 @@ def load(
     segformer-b0 so the pipeline can still be exercised — its labels mean nothing. Random weights
     predict the classes of `label_set` (default Cityscapes). `frame_batch`: frames per model call
     when streaming a video (micro-batching: backbones batched, temporal steps in frame order).
+    `fold_bn`: merge each BatchNorm into the convolution before it (same outputs up to float
+    rounding, fewer kernels; `seg.model` then has no BatchNorm layers: load with False to train it).
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
     from vsegcli.hub import resolve_checkpoint
     from vsegcli.labels import get_label_set
     from vsegcli.models import build_model, get_architecture
+    from vsegcli.models.fold import fold_batchnorm
 
     if int(frame_batch) < 1:
         raise VsegError(f"frame_batch must be at least 1, got {frame_batch}")
@@ -227,6 +231,8 @@ def load(
         meta = CheckpointMeta.from_model(net, label_set=labels)
         info = ModelInfo(model, None, "random-init", net.num_classes, labels.name, random_init=True)
     info.temporal = get_architecture(info.architecture).temporal
+    if fold_bn:
+        fold_batchnorm(net.eval())
     predictor = Predictor(
         net, meta.mean, meta.std, Palette.from_list(meta.palette), dev, precision,
         size=size if size is not None else meta.input_size, classes=list(meta.classes),

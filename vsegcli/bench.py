@@ -311,12 +311,17 @@ def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def build_bench_model(name: str, num_classes: int = 19, seed: int = 0) -> Segmentor:
-    """A named architecture with seeded random weights, in eval mode (speed is weight-independent)."""
+def build_bench_model(name: str, num_classes: int = 19, seed: int = 0, fold_bn: bool = True) -> Segmentor:
+    """A named architecture with seeded random weights, in eval mode (speed is weight-independent),
+    BatchNorms folded into their convolutions unless `fold_bn` is off, as `api.load` does."""
     from vsegcli.models import build_model
+    from vsegcli.models.fold import fold_batchnorm
 
     torch.manual_seed(seed)
-    return build_model(name, num_classes).eval()
+    model = build_model(name, num_classes).eval()
+    if fold_bn:
+        fold_batchnorm(model)
+    return model
 
 
 def _clip_offsets(model: Segmentor) -> tuple[int, ...]:
@@ -1122,6 +1127,7 @@ def run_benchmarks(
     paired: bool = False,
     hwaccel: str = "auto",
     frame_batch: int = 1,
+    fold_bn: bool = True,
 ) -> dict[str, Any]:
     """Everything `vseg bench` measures, as one JSON-ready dict (without machine/command fields).
 
@@ -1138,7 +1144,7 @@ def run_benchmarks(
 
     def net(name: str) -> Segmentor:
         if name not in nets:
-            nets[name] = given[name] if name in given else build_bench_model(name, num_classes)
+            nets[name] = given[name] if name in given else build_bench_model(name, num_classes, fold_bn=fold_bn)
         return nets[name]
 
     archs = {m: get_architecture(m) for m in models}
@@ -1177,7 +1183,8 @@ def run_benchmarks(
                 for precision in precisions:
                     for m in models:
                         # A fresh, uncompiled model in default layout: what `vseg run` executes.
-                        fresh = given[m] if m in given and not (compile or channels_last) else build_bench_model(m, num_classes)
+                        fresh = (given[m] if m in given and not (compile or channels_last)
+                                 else build_bench_model(m, num_classes, fold_bn=fold_bn))
                         pipelines.append(bench_pipeline(
                             fresh, size, precision, device, input=input, frames=frames, warmup=warmup,
                             mean=mean, std=std, io_cache=cache, log=log, repeat=repeat, hwaccel=hwaccel,

@@ -45,6 +45,8 @@ def _canonical_command(opts: dict[str, Any]) -> str:
         args += ["--hwaccel", opts["hwaccel"]]
     if opts.get("frame_batch", 1) != 1 and opts["e2e"]:
         args += ["--frame-batch", str(opts["frame_batch"])]
+    if not opts.get("fold_bn", True):
+        args.append("--no-fold-bn")
     if opts.get("host_allocator", "retain") != "retain":
         args += ["--host-allocator", opts["host_allocator"]]
     if opts.get("e2e_only"):
@@ -220,6 +222,9 @@ def _write_json(result: dict[str, Any], target: str) -> None:
 @click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
               help="End-to-end decoding: auto = NVDEC (ffmpeg -hwaccel cuda) when benchmarking CUDA, with a "
                    "software fallback; cuda = NVDEC or an error; none = software.")
+@click.option("--no-fold-bn", is_flag=True,
+              help="Keep BatchNorm layers separate (by default they are folded into the convolution before "
+                   "them, as `vseg run` does): to measure what folding buys.")
 @click.option("--host-allocator", type=click.Choice(["retain", "system"]), default=None,
               help="retain (default, also $VSEG_HOST_ALLOCATOR): freed host memory stays in the process, so "
                    "CPU steps do not page-fault their activations back in every frame; system: C library defaults "
@@ -252,7 +257,7 @@ def bench(**options: Any) -> None:
 def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
            precisions: tuple[str, ...], batch: int, use_compile: str | None, channels_last: bool, frames: int | None,
            warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
-           e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, host_allocator: str | None,
+           e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, no_fold_bn: bool, host_allocator: str | None,
            json_out: str | None, quiet: bool) -> None:
     import torch
     from rich.console import Console
@@ -282,6 +287,10 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
         loaded = load_checkpoint(checkpoint)
         arch_name = loaded.meta.architecture
         given[arch_name] = loaded.model.eval()
+        if not no_fold_bn:
+            from vsegcli.models.fold import fold_batchnorm
+
+            fold_batchnorm(given[arch_name])
         classes = loaded.meta.num_classes
         mean, std = list(loaded.meta.mean), list(loaded.meta.std)
         if arch_name not in model_names:
@@ -324,14 +333,15 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     results = B.run_benchmarks(
         model_names, size_list, prec_list, dev, n_frames, n_warmup, batch, protocol, classes, use_compile,
         channels_last, repeat, not no_e2e, input_path, given, mean, std, log, model_only=not e2e_only,
-        paired=paired, hwaccel=hwaccel, frame_batch=frame_batch,
+        paired=paired, hwaccel=hwaccel, frame_batch=frame_batch, fold_bn=not no_fold_bn,
     )
     opts = {"device": str(dev), "protocol": protocol, "models": model_names,
             "checkpoint": str(checkpoint) if checkpoint else None, "sizes": size_list, "precisions": prec_list,
             "batch": batch, "frames": n_frames, "warmup": n_warmup, "classes": classes, "repeat": repeat,
             "paired": paired, "compile": use_compile, "channels_last": channels_last, "threads": threads,
             "e2e": not no_e2e, "e2e_only": e2e_only, "input": str(input_path) if input_path else None,
-            "hwaccel": hwaccel, "frame_batch": frame_batch, "host_allocator": host_allocator}
+            "hwaccel": hwaccel, "frame_batch": frame_batch, "fold_bn": not no_fold_bn,
+            "host_allocator": host_allocator}
     out = B.run_metadata(dev, command=_canonical_command(opts), argv=sys.argv)
     out["settings"] = {**opts, "sizes": [list(s) for s in size_list]}
     out["notes"] = notes

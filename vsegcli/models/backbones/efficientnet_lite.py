@@ -78,6 +78,9 @@ def _bn(ch: int) -> nn.BatchNorm2d:
 class MBConv(nn.Module):
     """Inverted residual block without squeeze-excitation (expand 1x1, depthwise kxk, project 1x1)."""
 
+    # Foldable for inference (models/fold.py); `_expand_conv` is absent when expand == 1.
+    conv_bn_pairs = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
         mid = in_ch * expand
@@ -101,6 +104,8 @@ class MBConv(nn.Module):
 
 class EfficientNetLite0(nn.Module):
     """Returns four feature maps at strides 4, 8, 16, 32 (24, 40, 112, 320 channels)."""
+
+    conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
 
     def __init__(self, include_top: bool = False, num_classes: int = 1000) -> None:
         super().__init__()

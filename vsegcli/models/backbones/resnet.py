@@ -23,6 +23,7 @@ from vsegcli.errors import VsegError
 
 class BasicBlock(nn.Module):
     expansion = 1
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))  # foldable for inference (models/fold.py)
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
                  downsample: nn.Module | None = None) -> None:
@@ -45,6 +46,7 @@ class Bottleneck(nn.Module):
     """torchvision's ResNet v1.5 bottleneck: the stride sits on the 3x3 conv."""
 
     expansion = 4
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
                  downsample: nn.Module | None = None) -> None:
@@ -83,6 +85,8 @@ RESNET_CONFIGS: dict[int, ResNetConfig] = {
 class ResNet(nn.Module):
     """Returns the four stage outputs (layer1..layer4) at strides 4, 8, 16, 32 (or capped at the
     requested output stride by dilation). No classifier: `fc` keys are dropped when loading."""
+
+    conv_bn_pairs = (("conv1", "bn1"),)  # the stem; downsample Sequentials fold on their own
 
     def __init__(self, depth: int = 18, output_stride: int = 32) -> None:
         super().__init__()

@@ -44,6 +44,8 @@ class SpatialPath(nn.Module):
 class ChannelAttention(nn.Module):
     """GAP -> 1x1 conv -> BN -> sigmoid: one weight per channel."""
 
+    conv_bn_pairs = (("conv", "bn"),)
+
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 1, bias=False)

@@ -30,6 +30,8 @@ class MLP(nn.Module):
 class ConvBNReLU(nn.Module):
     """mmcv's ConvModule layout (`conv` without bias, `bn`, ReLU) so keys match upstream."""
 
+    conv_bn_pairs = (("conv", "bn"),)  # foldable for inference (models/fold.py)
+
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, padding: int = 0, dilation: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False)

@@ -50,16 +50,16 @@ def tables(data: dict[str, Any]) -> str:
     out.append("")
     rows = data.get("model_only") or []
     if rows:
-        out += ["| model | mode | size | precision | median ms | p95 ms | CPU ms | fps | activation peak MiB | backbone frames / frame | runs (median ms) |",
-                "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        out += ["| model | mode | size | precision | median ms | p95 ms | CPU ms | page faults / step | fps | activation peak MiB | backbone frames / frame | runs (median ms) |",
+                "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in rows:
             if r["status"] != "ok":
-                out.append(f"| {r['model']} | {r['mode']} | {_size(r['size'])} | {r['precision']} | - | - | - | - | - | - | {r.get('note', '')} |")
+                out.append(f"| {r['model']} | {r['mode']} | {_size(r['size'])} | {r['precision']} | - | - | - | - | - | - | - | {r.get('note', '')} |")
                 continue
             runs = ", ".join(_f(x) for x in r.get("runs_median_ms", []))
             cpu = _f(r["cpu_time_ms"]["median"]) if "cpu_time_ms" in r else "-"
             out.append(f"| {r['model']} | {r['mode']} | {_size(r['size'])} | {r['precision']} | {_f(r['latency_ms']['median'])} "
-                       f"| {_f(r['latency_ms']['p95'])} | {cpu} | {_f(r['fps'], 2)} | {_f(r['peak_memory_mib'], 0)} "
+                       f"| {_f(r['latency_ms']['p95'])} | {cpu} | {_f(r.get('page_faults_per_step'), 0)} | {_f(r['fps'], 2)} | {_f(r['peak_memory_mib'], 0)} "
                        f"| {_f(r.get('backbone_frames_per_frame'))} | {runs} |")
         out.append("")
     comps = data.get("temporal") or []

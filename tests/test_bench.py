@@ -53,6 +53,7 @@ def test_bench_model_session_structure():
     assert row["fps"] > 0 and row["ms_per_frame"] == pytest.approx(lat["median"])
     assert row["backbone_frames_per_frame"] == 1.0
     assert row["cpu_time_ms"]["median"] > 0  # CPU rows also report process CPU time per step
+    assert row["page_faults_per_step"] >= 0  # ... and the kernel's minor page faults per step
     assert row["weights_mib"] > 0
     assert row["peak_memory_mib"] is None or row["peak_memory_mib"] >= 0
     assert "RSS" in row["memory_method"]

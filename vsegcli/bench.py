@@ -195,6 +195,16 @@ class _RssSampler:
         return (self.peak - self.base) / 2**20
 
 
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (all threads): fresh pages the kernel had to map."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    except (ImportError, OSError):
+        return None
+
+
 def _load_average() -> list[float] | None:
     """1/5/15-minute load average: how busy the machine was (CPU numbers depend on it)."""
     try:
@@ -523,7 +533,8 @@ def _measure_many(
         stepper = Stepper(model, mode, device, precision, mean, std, channels_last, to_host=upstream)
         # Sessions reach steady state by running; naive only needs its window of frames filled.
         row["primed"] = _history(model) if mode == "session" else -min(stepper.offsets)
-        active.append({"model": model, "row": row, "stepper": stepper, "notes": notes, "times": [], "cpu": []})
+        active.append({"model": model, "row": row, "stepper": stepper, "notes": notes, "times": [], "cpu": [],
+                       "faults": []})
     if not active:
         return rows
     paired = len(active) > 1
@@ -579,12 +590,15 @@ def _measure_many(
                     torch.cuda.synchronize(device)
                     a["times"].append(time.perf_counter() - t0)
                 else:  # CPU work is synchronous: the host clock is the truth
-                    c0, t0 = time.process_time(), time.perf_counter()
+                    f0, c0, t0 = _minor_faults(), time.process_time(), time.perf_counter()
                     step(x)
                     a["times"].append(time.perf_counter() - t0)
                     # CPU-seconds of this process (all threads): what the step costs even when
                     # other processes make it wait for a core (wall time then measures that queue too).
                     a["cpu"].append(time.process_time() - c0)
+                    f1 = _minor_faults()
+                    if f0 is not None and f1 is not None:  # pages freed and faulted back in per step
+                        a["faults"].append(f1 - f0)
         _sync(device)
         wall = time.perf_counter() - t_start
         if use_events:
@@ -604,6 +618,8 @@ def _measure_many(
         if a["cpu"]:
             row["cpu_time_ms"] = _stats_ms(a["cpu"])
             row["cpu_step_ms"] = [round(t * 1000.0, 4) for t in a["cpu"]]
+        if a["faults"]:  # (the RSS sampler thread adds a few; the step's own are thousands when it churns)
+            row["page_faults_per_step"] = float(np.median(a["faults"]))
         row["paired"] = paired
         if upstream:
             row["fps"] = frames * batch / sum(times)

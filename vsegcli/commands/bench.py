@@ -91,7 +91,7 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
         cols = [("model", {}), ("mode", {}), ("size", {}), ("prec", {}), ("batch", {"justify": "right"}),
                 ("median ms", {"justify": "right"}), ("p95 ms", {"justify": "right"})]
         if on_cpu:
-            cols.append(("CPU ms", {"justify": "right"}))
+            cols += [("CPU ms", {"justify": "right"}), ("faults/step", {"justify": "right"})]
         cols += [("ms/frame", {"justify": "right"}), ("fps", {"justify": "right"}),
                  ("act. MiB", {"justify": "right"}), ("backbone/frame", {"justify": "right"}),
                  ("note", {"overflow": "fold"})]
@@ -104,7 +104,8 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
                           *["-"] * (len(cols) - 6), r.get("note", ""))
                 continue
             lat = r["latency_ms"]
-            cpu = [fmt_number(r["cpu_time_ms"]["median"]) if "cpu_time_ms" in r else "-"] if on_cpu else []
+            cpu = [fmt_number(r["cpu_time_ms"]["median"]) if "cpu_time_ms" in r else "-",
+                   fmt_number(r.get("page_faults_per_step"), 0)] if on_cpu else []
             t.add_row(r["model"], r["mode"], size, r["precision"], str(r["batch"]), fmt_number(lat["median"]),
                       fmt_number(lat["p95"]), *cpu, fmt_number(r["ms_per_frame"]), _fps(r["fps"]), fmt_number(r["peak_memory_mib"], 0),
                       fmt_number(r.get("backbone_frames_per_frame"), 1), r.get("note", ""))
@@ -114,7 +115,8 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
             console.print(f"act. MiB: {mem}")
         if on_cpu:
             console.print("CPU ms: median process CPU time per step (all threads), hardly moved by other "
-                          "processes' load; wall-clock columns are.")
+                          "processes' load; wall-clock columns are. faults/step: median minor page faults "
+                          "per step (memory freed and mapped again; see --host-allocator).")
 
     comps = result["temporal"]
     if comps:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vsegcli.engine import Predictor, inference_size, select_device, stream
+import torch.nn.functional as F
+
+from vsegcli.engine import Predictor, inference_size, logits_to_labels, select_device, stream
 from vsegcli.errors import VsegError
 from vsegcli.labels import get_label_set
 from vsegcli.models import build_model
@@ -22,6 +24,18 @@ def make_predictor(arch: str = "segformer-b0", size: int | None = None) -> Predi
     torch.manual_seed(0)
     model = build_model(arch, 11)
     return Predictor(model, MEAN, STD, Palette.from_label_set(get_label_set("camvid")), torch.device("cpu"), size=size)
+
+
+@pytest.mark.parametrize("classes,size,out", [(19, (18, 40), (72, 160)), (11, (17, 40), (67, 157)), (124, (8, 9), (30, 37))])
+def test_logits_to_labels_matches_resize_then_argmax(classes, size, out):
+    torch.manual_seed(classes)
+    logits = torch.randn(2, classes, *size)
+    logits[:, classes // 2] = logits[:, 1]  # exact ties everywhere: the first class must win, as argmax's
+    ref = F.interpolate(logits, size=out, mode="bilinear", align_corners=False).argmax(1)
+    labels = logits_to_labels(logits, out)
+    assert labels.dtype == torch.uint8 and labels.shape == (2, *out)
+    assert (labels.long() == ref).float().mean() > 0.9999  # the resize may round differently (<= 5e-7)
+    assert not (labels == classes // 2).any()  # never the later one of a tied pair
 
 
 def frames(n: int, h: int = 41, w: int = 67):

@@ -38,10 +38,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vsegcli import __version__
-from vsegcli.engine import PRECISIONS, select_device
+from vsegcli.engine import PRECISIONS, logits_to_labels, select_device
 from vsegcli.errors import VsegError
 from vsegcli.hostmem import host_allocator_state
 from vsegcli.models.base import Segmentor
@@ -412,8 +411,7 @@ class Stepper:
                 n = len(self.ring)
                 clip = torch.stack([self.ring[max(o - 1, -n)] for o in self.offsets], dim=1)  # (B, T, 3, H, W)
                 logits = self.model.forward_clip(clip)
-        logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
-        labels = logits.argmax(1).to(torch.uint8)
+        labels = logits_to_labels(logits, (h, w))
         return labels.cpu() if self.to_host else labels
 
 

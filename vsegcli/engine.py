@@ -70,6 +70,21 @@ def inference_size(height: int, width: int, short_side: int | None, divisor: int
     return math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor
 
 
+def logits_to_labels(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) logits -> (B, H, W) uint8 labels: bilinear resize to the frame size, argmax.
+
+    On CPU both run on a channels-last copy of the (small) logits: the resize then vectorises over
+    the classes and the per-pixel max reads C adjacent values, where torch's NCHW argmax over dim 1
+    strides across whole planes: 40 -> 8 ms at 288x640 with 19 classes, one thread. The labels are
+    those of the NCHW path up to float rounding of the resize (<= 5e-7); ties keep the first class,
+    as argmax does. GPUs keep the NCHW path (not measured there yet)."""
+    logits = logits.float()
+    if logits.device.type == "cpu":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return up.max(dim=1).indices.to(torch.uint8)
+
+
 class Predictor:
     """A model on a device with its pre- and post-processing: uint8 frame in, uint8 labels out."""
 
@@ -142,8 +157,7 @@ class Predictor:
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = session.step(x)
-        logits = F.interpolate(logits.float(), size=frame.shape[:2], mode="bilinear", align_corners=False)
-        return logits.argmax(1)[0].to(torch.uint8)
+        return logits_to_labels(logits, frame.shape[:2])[0]
 
     @torch.inference_mode()
     def step_many(self, session: Session, frames: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -156,8 +170,7 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = session.step_many(x)
         # One video: every frame has the same size, so the upsampling runs batched too.
-        logits = F.interpolate(logits.float(), size=frames[0].shape[:2], mode="bilinear", align_corners=False)
-        return list(logits.argmax(1).to(torch.uint8))
+        return list(logits_to_labels(logits, frames[0].shape[:2]))
 
 
 class Sink(Protocol):

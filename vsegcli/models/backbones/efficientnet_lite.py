@@ -63,12 +63,20 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride[0] == 1:
             return super().forward(x)
-        k, s = self.kernel_size[0], self.stride[0]
-        pads = []
-        for size in (x.shape[-1], x.shape[-2]):  # F.pad order: last dim first
+        # SAME pads `before` on top/left and `after` = before or before + 1 on bottom/right. Instead
+        # of a padded copy of the input (F.pad: a full-size fill + copy, ~8 ms per frame at 288x640
+        # on CPU), pad symmetrically inside the convolution; where after > before, pad `before +
+        # stride` instead: that covers the bottom/right side and shifts the output grid by exactly
+        # one position, so dropping the first output row/column leaves exactly SAME's windows.
+        padding, offset = [], []
+        for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
             total = max((-(-size // s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+            before = total // 2
+            shifted = total - before > before
+            padding.append(before + s if shifted else before)
+            offset.append(1 if shifted else 0)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, tuple(padding), self.dilation, self.groups)
+        return y[..., offset[0]:, offset[1]:] if any(offset) else y
 
 
 def _bn(ch: int) -> nn.BatchNorm2d:

@@ -3,6 +3,7 @@
 #
 #   benchmarks/run_all.sh cpu [OUTDIR]   # the 2-core CPU tables (about an hour there)
 #   benchmarks/run_all.sh gpu [OUTDIR]   # the GPU (H100) tables: run on the GPU machine
+#   benchmarks/run_all.sh cpu-fixes [OUTDIR]   # docs 2.0: what host memory + BN folding bought (~10 min)
 #
 # OUTDIR defaults to benchmarks/results. Every file records the machine and the exact command;
 # `python benchmarks/to_markdown.py OUTDIR/*.json` turns them into the doc's tables.
@@ -58,6 +59,20 @@ cpu)
     run cpu_e2e_256x448 --device cpu --threads 1 -m "$models" --size 256x448 --frames 30 --warmup 2 \
         --repeat 2 --e2e-only --input examples/bikes.mp4
     ;;
+cpu-fixes)
+    # docs 2.0: host allocator x BatchNorm folding, all four variants interleaved, two rounds;
+    # then the post-processing and SAME-padding comparisons (each in one process, interleaved).
+    for pass in a b; do
+        for variant in "before:--host-allocator system --no-fold-bn" "alloc:--no-fold-bn" \
+                       "fold:--host-allocator system" "after:"; do
+            # shellcheck disable=SC2086  # the flags are meant to split
+            run "cpu_ab_${variant%%:*}_256x448_$pass" --device cpu --threads 1 -m "$models" --size 256x448 \
+                --frames 20 --warmup 3 --no-e2e ${variant#*:}
+        done
+    done
+    python benchmarks/postprocess.py | tee "$out/cpu_postprocess.txt"
+    python benchmarks/same_padding.py | tee "$out/cpu_same_padding.txt"
+    ;;
 gpu)
     # The targets are at 480x864 (VSPW), batch 1; 200 timed frames after 5 warm-up.
     run gpu_models_480x864 --gpu 0 -m "$models" --size 480x864 --precision fp32,bf16 --repeat 3 --no-e2e
@@ -85,7 +100,7 @@ gpu)
         --compile reduce-overhead --no-e2e
     ;;
 *)
-    echo "usage: $0 cpu|gpu [OUTDIR]" >&2
+    echo "usage: $0 cpu|cpu-fixes|gpu [OUTDIR]" >&2
     exit 2
     ;;
 esac

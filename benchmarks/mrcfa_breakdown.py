@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from vsegcli.bench import build_bench_model, parse_list, parse_size
+from vsegcli.hostmem import configure_host_allocator
 from vsegcli.models.mrcfa import mrcfa_reference_indices, stack_references
 
 
@@ -69,6 +70,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    configure_host_allocator()  # as vseg run / bench: steady steps without page faults
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -9,7 +9,8 @@ import torch
 
 from vsegcli.errors import VsegError
 from vsegcli.models import build_model, get_architecture
-from vsegcli.models.mrcfa import MRCFA, mrcfa_reference_indices
+from vsegcli.models.mrcfa import MRCFA, CrossFrameAffinityMixin, mrcfa_reference_indices
+from vsegcli.models.temporal.mrcfa_module import HyperCorrelation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 KEY_TABLES = SHARED / "docs" / "reference"
@@ -93,8 +94,23 @@ def test_parameter_counts_match_paper() -> None:
         assert sum(p.numel() for p in model.parameters()) == total - 111_600, v
 
 
-@pytest.mark.parametrize("variant", ["b0", "b1"])
-def test_matches_official_reference(variant: str) -> None:
+def _official_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switch off vseg's CPU fast paths: the batched affinity maps and deco4 applied to the
+    E-channel mix, exactly as the official code orders the computation."""
+    monkeypatch.setattr(HyperCorrelation, "token_major_devices", ())
+
+    def direct(self, values, attn, fused8):
+        b, r = values.shape[:2]
+        agg = (values.transpose(-2, -1) @ attn).reshape(b, r, -1, *fused8.shape[-2:])
+        return self.deco4(agg.mean(dim=1) + fused8)
+
+    monkeypatch.setattr(CrossFrameAffinityMixin, "classify_mixed", direct)
+
+
+@pytest.mark.parametrize("variant,form", [("b0", "vseg"), ("b1", "vseg"), ("b0", "official"), ("b1", "official")])
+def test_matches_official_reference(variant: str, form: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if form == "official":
+        _official_form(monkeypatch)
     ref_path, input_path = REFERENCE / f"mrcfa_{variant}_ref.pt", REFERENCE / "mrcfa_input_ref.pt"
     if not (ref_path.exists() and input_path.exists()):
         pytest.skip(f"../shared/data/mrcfa_reference outputs absent: {REFERENCE}")
@@ -119,6 +135,17 @@ def test_matches_official_reference(variant: str) -> None:
 @pytest.fixture(scope="module")
 def b0() -> MRCFA:
     return small_model()
+
+
+def test_cpu_fast_paths_equal_the_official_form(b0: MRCFA, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = clip(3, t=4)
+    with torch.no_grad():
+        fast = b0.clip_outputs(frames)
+        _official_form(monkeypatch)
+        official = b0.clip_outputs(frames)
+    assert torch.equal(fast.topk_mask, official.topk_mask)
+    err = (fast.logits - official.logits).abs().max() / official.logits.abs().max()
+    assert err < 1e-5, err
 
 
 def test_session_equals_clip(b0: MRCFA) -> None:

@@ -65,15 +65,14 @@ class CenterPivotConv(nn.Module):
         self.conv2 = nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        if x.device.type != "cpu" or n == 1:
-            return self.conv2(x)
-        # oneDNN runs a batch of many tiny-channel maps slowly (about 7x here for 972 maps of
-        # 60x108); the same conv as one grouped conv with the maps as groups is exact and fast.
-        weight = self.conv2.weight.repeat(n, 1, 1, 1)
-        bias = self.conv2.bias.repeat(n) if self.conv2.bias is not None else None
-        y = F.conv2d(x.reshape(1, n * c, h, w), weight, bias, padding=self.conv2.padding, groups=n)
-        return y.view(n, -1, h, w)
+        return self.conv2(x)
+
+    def forward_packed(self, x: torch.Tensor, maps: int) -> torch.Tensor:
+        """The same conv on `maps` maps packed as channels, (1, maps·C_in, H, W): one grouped
+        convolution with the maps as groups (see `HPN.forward`)."""
+        weight = self.conv2.weight.repeat(maps, 1, 1, 1)
+        bias = self.conv2.bias.repeat(maps) if self.conv2.bias is not None else None
+        return F.conv2d(x, weight, bias, padding=self.conv2.padding, groups=maps)
 
 
 def _building_block(unit: Unit) -> nn.Sequential:
@@ -88,6 +87,21 @@ def _building_block(unit: Unit) -> nn.Sequential:
 def _upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     # The only align_corners=True resize of the model (as upstream; False moves outputs 2-4%).
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def _run_block_packed(block: nn.Sequential, x: torch.Tensor, maps: int) -> torch.Tensor:
+    """`block` (CenterPivotConv, GroupNorm(1, C), ReLU)* on maps packed as channels: each map's
+    GroupNorm over its own C channels is a GroupNorm with `maps` groups."""
+    for layer in block:
+        if isinstance(layer, CenterPivotConv):
+            x = layer.forward_packed(x, maps)
+        elif isinstance(layer, nn.GroupNorm):
+            weight = layer.weight.repeat(maps) if layer.weight is not None else None
+            bias = layer.bias.repeat(maps) if layer.bias is not None else None
+            x = F.group_norm(x, maps * layer.num_groups, weight, bias, layer.eps)
+        else:
+            x = layer(x)
+    return x
 
 
 class HPN(nn.Module):
@@ -108,6 +122,20 @@ class HPN(nn.Module):
         sq2 = self.encoder_layer2(a8)
         mix = self.encoder_layer4to3(_upsample(sq4, sq3) + sq3)
         return self.encoder_layer3to2(_upsample(mix, sq2) + sq2)
+
+    def forward_packed(self, p32: torch.Tensor, p16: torch.Tensor, p8: torch.Tensor, maps: int) -> torch.Tensor:
+        """The same on `maps` maps packed as the channels of one channels-last image per stride,
+        (1, maps, h_s, w_s) stored (h_s, w_s, maps); returns (1, maps, h8, w8), stored alike.
+
+        For CPUs: oneDNN runs a batch of M tiny 1-channel images slowly (M = 972 at 480x864: 5x5
+        and 3x3 convs, GroupNorms, resizes and adds over 6.3 M values each); packed, the convs are
+        one depthwise conv and every op vectorises over the maps. Same arithmetic per value as
+        `forward` (equal up to float rounding)."""
+        sq4 = _run_block_packed(self.encoder_layer4, p32, maps)
+        sq3 = _run_block_packed(self.encoder_layer3, p16, maps)
+        sq2 = _run_block_packed(self.encoder_layer2, p8, maps)
+        mix = _run_block_packed(self.encoder_layer4to3, _upsample(sq4, sq3) + sq3, maps)
+        return _run_block_packed(self.encoder_layer3to2, _upsample(mix, sq2) + sq2, maps)
 
 
 class ReferenceKeys(NamedTuple):
@@ -135,6 +163,10 @@ def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 class HyperCorrelation(nn.Module):
     """`hypercorre_module` of the official head (class `hypercorre_topk2`)."""
+
+    #: Devices that compute the affinities token-major and run the HPN on packed maps
+    #: (`_hpn_token_major`); others take the batched form of the official code. Equal up to rounding.
+    token_major_devices: tuple[str, ...] = ("cpu",)
 
     def __init__(self, dims: Sequence[int], hpn_units: int = 1, keep_ratio: float = 0.5, top_k: int = 5) -> None:
         super().__init__()
@@ -167,6 +199,9 @@ class HyperCorrelation(nn.Module):
         mask = torch.zeros_like(score, dtype=torch.bool).scatter_(-1, index, True)
         s = index.shape[-1]
 
+        if c2.device.type in self.token_major_devices:
+            out = self._hpn_token_major(q3.squeeze(1), c3, c2, keys, index, (c4, c3, c2))
+            return Affinity(out, index, mask)
         a32 = full32.gather(2, index.unsqueeze(-1).expand(-1, -1, -1, full32.shape[-1]))
         a16 = _gather_tokens(keys.k2, index) @ self.q2(_tokens(c3)).unsqueeze(1).transpose(-2, -1)
         a8 = _gather_tokens(keys.k1, index) @ self.q1(_tokens(c2)).unsqueeze(1).transpose(-2, -1)
@@ -175,3 +210,23 @@ class HyperCorrelation(nn.Module):
         maps = [a.reshape(b * r * s, 1, *f.shape[-2:]) for a, f in ((a32, c4), (a16, c3), (a8, c2))]
         out = self.hpn(*maps).reshape(b, r, s, -1)
         return Affinity(out, index, mask)
+
+    def _hpn_token_major(self, q3: torch.Tensor, c3: torch.Tensor, c2: torch.Tensor, keys: ReferenceKeys,
+                         index: torch.Tensor, grids: Sequence[torch.Tensor]) -> torch.Tensor:
+        """CPU: the affinities computed as (target position, kept token) matrices, which already
+        are the channels-last images `HPN.forward_packed` wants (no transposing copy in or out);
+        returns the logits (B, R, s, N8) as a view of (B, N8, R, s) memory, so the softmax over s
+        (`attention`) runs along contiguous values."""
+        b, r, s = index.shape
+        queries = (q3, self.q2(_tokens(c3)), self.q1(_tokens(c2)))  # (B, N, C) at strides 32, 16, 8
+        kept = [_gather_tokens(k, index).reshape(b, r * s, -1) for k in (keys.k3, keys.k2, keys.k1)]
+        outs = []
+        for bi in range(b):
+            packed = []
+            for q, k, grid in zip(queries, kept, grids):
+                h, w = grid.shape[-2:]
+                # (N, R·s) row-major = (h, w, maps) = a (1, maps, h, w) channels-last image.
+                packed.append((q[bi] @ k[bi].t()).view(1, h, w, r * s).permute(0, 3, 1, 2))
+            outs.append(self.hpn.forward_packed(*packed, maps=r * s).permute(0, 2, 3, 1).reshape(1, -1, r, s))
+        out = torch.cat(outs) if b > 1 else outs[0]  # (B, N8, R, s)
+        return out.permute(0, 2, 3, 1)

@@ -204,6 +204,8 @@ def load(
     when streaming a video (micro-batching: backbones batched, temporal steps in frame order).
     `fold_bn`: merge each BatchNorm into the convolution before it (same outputs up to float
     rounding, fewer kernels; `seg.model` then has no BatchNorm layers: load with False to train it).
+    The first load in a process also keeps freed host memory in the process (`vsegcli.hostmem`;
+    set VSEG_HOST_ALLOCATOR=system before it to keep the C library's behaviour).
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
     from vsegcli.hub import resolve_checkpoint

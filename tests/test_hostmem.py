@@ -6,6 +6,7 @@ timing. Each case runs in a fresh interpreter: the setting is process-wide and o
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -42,12 +43,12 @@ def _probe(mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the tuning is glibc's mallopt (Linux)")
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="the tuning is glibc's mallopt (Linux with glibc)")
 def test_retain_stops_repeated_page_faults_and_system_keeps_them():
     system = _probe("system")
     retain = _probe("retain")
-    if not retain["state"].startswith("retain"):
-        pytest.skip(f"this C library cannot be tuned: {retain['state']}")
+    assert retain["state"].startswith("retain"), retain  # glibc accepts both thresholds
     assert system["state"].startswith("system")
     # Measured here: ~9,500 faults per step with the defaults (37 MiB of fresh 4 KiB pages), 0 retained.
     assert system["faults_per_step"] > 1000, system

@@ -69,7 +69,7 @@ class CenterPivotConv(nn.Module):
 
     def forward_packed(self, x: torch.Tensor, maps: int) -> torch.Tensor:
         """The same conv on `maps` maps packed as channels, (1, maps·C_in, H, W): one grouped
-        convolution with the maps as groups (see `HPN.forward`)."""
+        convolution with the maps as groups (see `HPN.forward_packed`)."""
         weight = self.conv2.weight.repeat(maps, 1, 1, 1)
         bias = self.conv2.bias.repeat(maps) if self.conv2.bias is not None else None
         return F.conv2d(x, weight, bias, padding=self.conv2.padding, groups=maps)
@@ -216,7 +216,9 @@ class HyperCorrelation(nn.Module):
         """CPU: the affinities computed as (target position, kept token) matrices, which already
         are the channels-last images `HPN.forward_packed` wants (no transposing copy in or out);
         returns the logits (B, R, s, N8) as a view of (B, N8, R, s) memory, so the softmax over s
-        (`attention`) runs along contiguous values."""
+        (in `CrossFrameAffinityMixin.temporal`) runs along contiguous values. The stride-32 maps
+        are recomputed from the kept keys (a small product) rather than gathered from the scoring
+        affinities, which lie the other way round."""
         b, r, s = index.shape
         queries = (q3, self.q2(_tokens(c3)), self.q1(_tokens(c2)))  # (B, N, C) at strides 32, 16, 8
         kept = [_gather_tokens(k, index).reshape(b, r * s, -1) for k in (keys.k3, keys.k2, keys.k1)]

@@ -7,10 +7,15 @@ import time
 import numpy as np
 import pytest
 import torch
-
 import torch.nn.functional as F
 
-from vsegcli.engine import Predictor, inference_size, logits_to_labels, select_device, stream
+from vsegcli.engine import (
+    Predictor,
+    inference_size,
+    logits_to_labels,
+    select_device,
+    stream,
+)
 from vsegcli.errors import VsegError
 from vsegcli.labels import get_label_set
 from vsegcli.models import build_model

@@ -38,7 +38,8 @@ print(json.dumps({"state": state, "faults_per_step": faults / 5}))
 
 
 def _probe(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -48,7 +49,7 @@ def _probe(mode: str) -> dict:
 def test_retain_stops_repeated_page_faults_and_system_keeps_them():
     system = _probe("system")
     retain = _probe("retain")
-    assert retain["state"].startswith("retain"), retain  # glibc accepts both thresholds
+    assert retain["state"].startswith("retain"), retain  # glibc takes at least one of the thresholds
     assert system["state"].startswith("system")
     # Measured here: ~9,500 faults per step with the defaults (37 MiB of fresh 4 KiB pages), 0 retained.
     assert system["faults_per_step"] > 1000, system
@@ -64,3 +65,6 @@ def test_mode_from_environment_and_bad_values(monkeypatch):
     monkeypatch.setenv(hostmem.ENV_VAR, "huge")
     with pytest.raises(VsegError, match="VSEG_HOST_ALLOCATOR"):
         hostmem.requested_mode()
+    hostmem.configure_host_allocator("retain")  # however this process was configured already ...
+    with pytest.raises(VsegError, match="VSEG_HOST_ALLOCATOR"):  # ... a bad value is still reported
+        hostmem.configure_host_allocator()

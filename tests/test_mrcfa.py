@@ -98,13 +98,7 @@ def _official_form(monkeypatch: pytest.MonkeyPatch) -> None:
     """Switch off vseg's CPU fast paths: the batched affinity maps and deco4 applied to the
     E-channel mix, exactly as the official code orders the computation."""
     monkeypatch.setattr(HyperCorrelation, "token_major_devices", ())
-
-    def direct(self, values, attn, fused8):
-        b, r = values.shape[:2]
-        agg = (values.transpose(-2, -1) @ attn).reshape(b, r, -1, *fused8.shape[-2:])
-        return self.deco4(agg.mean(dim=1) + fused8)
-
-    monkeypatch.setattr(CrossFrameAffinityMixin, "classify_mixed", direct)
+    monkeypatch.setattr(CrossFrameAffinityMixin, "classify_mixed", CrossFrameAffinityMixin.classify_direct)
 
 
 @pytest.mark.parametrize("variant,form", [("b0", "vseg"), ("b1", "vseg"), ("b0", "official"), ("b1", "official")])
@@ -137,12 +131,19 @@ def b0() -> MRCFA:
     return small_model()
 
 
-def test_cpu_fast_paths_equal_the_official_form(b0: MRCFA, monkeypatch: pytest.MonkeyPatch) -> None:
-    frames = clip(3, t=4)
+@pytest.mark.parametrize("arch,batch", [("b0", 2), ("b1", 1)])  # b1: the 2-unit HPN layout
+def test_cpu_fast_paths_equal_the_official_form(arch: str, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = build_model(f"mrcfa-{arch}", num_classes=19).eval()
+    with torch.no_grad():  # GroupNorm affines and deco4 away from their init values
+        for p in model.decode_head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randn(batch, 4, 3, 96, 160, generator=g)
     with torch.no_grad():
-        fast = b0.clip_outputs(frames)
+        fast = model.clip_outputs(frames)
         _official_form(monkeypatch)
-        official = b0.clip_outputs(frames)
+        official = model.clip_outputs(frames)
     assert torch.equal(fast.topk_mask, official.topk_mask)
     err = (fast.logits - official.logits).abs().max() / official.logits.abs().max()
     assert err < 1e-5, err

@@ -27,9 +27,10 @@ MODES = ("retain", "system")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 # Largest value glibc accepts for M_TRIM_THRESHOLD (an int); blocks above the mmap threshold
-# below are still mapped on their own (single tensors over 1 GiB: rare, and page-faulted anyway).
+# are still mapped on their own (single tensors over 1 GiB: rare, and page-faulted anyway). Older
+# glibc refuses mmap thresholds over 32 MiB (HEAP_MAX_SIZE / 2): then 32 MiB, the most it takes.
 _TRIM_THRESHOLD = 2**31 - 1
-_MMAP_THRESHOLD = 1 << 30
+_MMAP_THRESHOLDS = ((1 << 30, "1 GiB"), (32 << 20, "32 MiB"))
 
 _lock = threading.Lock()
 _applied: str | None = None  # what the first call did, reported by every later call
@@ -53,10 +54,10 @@ def configure_host_allocator(mode: str | None = None) -> str:
     Process-wide and not reversible (glibc has no "back to the dynamic defaults"), so the first
     call decides; later calls only report it."""
     global _applied
+    chosen = requested_mode(mode)  # a bad value is an error on every call, not only the first
     with _lock:
         if _applied is not None:
             return _applied
-        chosen = requested_mode(mode)
         if chosen == "system":
             _applied = "system (C library defaults)"
         else:
@@ -80,7 +81,10 @@ def _retain_freed_memory() -> str:
         return f"system ({name} has no mallopt)"
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
-    if not ok:
+    trim = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+    mmap = next((text for value, text in _MMAP_THRESHOLDS if mallopt(_M_MMAP_THRESHOLD, value) == 1), None)
+    if not trim and mmap is None:
         return "system (mallopt refused the thresholds)"
-    return "retain (glibc: mmap threshold 1 GiB, trim threshold 2 GiB)"
+    parts = [f"mmap threshold {mmap}" if mmap else "mmap threshold unchanged (refused)",
+             "trim threshold 2 GiB" if trim else "trim threshold unchanged (refused)"]
+    return f"retain (glibc: {', '.join(parts)})"

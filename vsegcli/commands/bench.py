@@ -265,9 +265,8 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     from rich.console import Console
 
     from vsegcli import bench as B
-    from vsegcli.models import get_architecture
-
     from vsegcli.hostmem import configure_host_allocator, requested_mode
+    from vsegcli.models import get_architecture
 
     host_allocator = requested_mode(host_allocator)
     allocator_state = configure_host_allocator(host_allocator)  # before any model or frame is allocated

@@ -3,7 +3,7 @@
 In eval mode a BatchNorm after a convolution is a fixed per-channel affine map,
 y = (conv(x) - mean) / sqrt(var + eps) * gamma + beta, so it can be merged into the convolution's
 weight and bias: one kernel instead of two, and one full-size activation less per pair. For the
-convolutional bases that is most of their BatchNorms (EfficientNet-Lite0: 50, ResNet-18: 20);
+convolutional bases that is all of their BatchNorms (effl0: 53, bisenet-r18: 36, pspnet-r18: 26);
 the result equals the unfolded model up to float rounding (tests: 1e-4 on logits).
 
 Which BatchNorm follows which convolution is declared, not guessed: a module lists its pairs in
@@ -13,6 +13,8 @@ goes nowhere else). Folding is for inference only: the model must be in eval mod
 model has no BatchNorm statistics left to train or save as a checkpoint of the original layout.
 """
 from __future__ import annotations
+
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -29,14 +31,14 @@ def _foldable(conv: object, bn: object) -> bool:
 def fold_batchnorm(model: nn.Module) -> int:
     """Merge every declared Conv2d -> BatchNorm2d pair of an eval-mode `model`, in place: the conv
     gets the folded weight and bias, the BatchNorm becomes an Identity. Returns the pairs folded."""
-    if model.training:
+    if any(m.training for m in model.modules()):
         raise VsegError("fold_batchnorm is for inference: call model.eval() first (training needs the BatchNorms)")
     folded = 0
     for module in list(model.modules()):
         pairs: list[tuple[str, str]] = []
         if isinstance(module, nn.Sequential):
             names = [name for name, _ in module.named_children()]
-            pairs += [(a, b) for a, b in zip(names, names[1:])]
+            pairs += list(pairwise(names))
         pairs += list(getattr(module, "conv_bn_pairs", ()))
         for conv_name, bn_name in pairs:
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)

@@ -138,14 +138,16 @@ class CrossFrameAffinityMixin:
             attn = logits.softmax(dim=2)  # over the kept tokens of each reference separately
         index = aff.index.unsqueeze(-1).expand(-1, -1, -1, refs.values.shape[-1])
         values = refs.values.gather(2, index)  # (B, R, s, E)
-        b, r = values.shape[:2]
-        h, w = target.fused8.shape[-2:]
-        if self.training:  # deco4's dropout acts on the E-channel mix: it must exist
-            agg = (values.transpose(-2, -1) @ attn).reshape(b, r, -1, h, w)
-            out = self.deco4(agg.mean(dim=1) + target.fused8)
-        else:
-            out = self.classify_mixed(values, attn, target.fused8)
+        # In training deco4's dropout acts on the E-channel mix, so the mix must exist.
+        out = (self.classify_direct if self.training else self.classify_mixed)(values, attn, target.fused8)
         return resize(out, target.fused.shape[-2:]), aff.mask
+
+    def classify_direct(self, values: torch.Tensor, attn: torch.Tensor, fused8: torch.Tensor) -> torch.Tensor:
+        """deco4(mean_r(V_r^T·A_r) + fused8) as the official code computes it: values (B, R, s, E),
+        attention (B, R, s, N8), fused8 (B, E, h, w) -> (B, K, h, w)."""
+        b, r = values.shape[:2]
+        agg = (values.transpose(-2, -1) @ attn).reshape(b, r, -1, *fused8.shape[-2:])
+        return self.deco4(agg.mean(dim=1) + fused8)
 
     def classify_mixed(self, values: torch.Tensor, attn: torch.Tensor, fused8: torch.Tensor) -> torch.Tensor:
         """deco4(mean_r(V_r^T·A_r) + fused8) in eval mode, classifying the values before mixing.

@@ -68,7 +68,7 @@ class CenterPivotConv(nn.Module):
         return self.conv2(x)
 
     def forward_packed(self, x: torch.Tensor, maps: int) -> torch.Tensor:
-        """The same conv on `maps` maps packed as channels, (1, maps·C_in, H, W): one grouped
+        """The same conv on `maps` maps packed as channels, (B, maps·C_in, H, W): one grouped
         convolution with the maps as groups (see `HPN.forward_packed`)."""
         weight = self.conv2.weight.repeat(maps, 1, 1, 1)
         bias = self.conv2.bias.repeat(maps) if self.conv2.bias is not None else None
@@ -124,8 +124,8 @@ class HPN(nn.Module):
         return self.encoder_layer3to2(_upsample(mix, sq2) + sq2)
 
     def forward_packed(self, p32: torch.Tensor, p16: torch.Tensor, p8: torch.Tensor, maps: int) -> torch.Tensor:
-        """The same on `maps` maps packed as the channels of one channels-last image per stride,
-        (1, maps, h_s, w_s) stored (h_s, w_s, maps); returns (1, maps, h8, w8), stored alike.
+        """The same on `maps` maps per sample packed as the channels of a channels-last image per
+        stride, (B, maps, h_s, w_s) stored (B, h_s, w_s, maps); returns (B, maps, h8, w8), alike.
 
         For CPUs: oneDNN runs a batch of M tiny 1-channel images slowly (M = 972 at 480x864: 5x5
         and 3x3 convs, GroupNorms, resizes and adds over 6.3 M values each); packed, the convs are
@@ -200,8 +200,8 @@ class HyperCorrelation(nn.Module):
         s = index.shape[-1]
 
         if c2.device.type in self.token_major_devices:
-            out = self._hpn_token_major(q3.squeeze(1), c3, c2, keys, index, (c4, c3, c2))
-            return Affinity(out, index, mask)
+            queries = (q3.squeeze(1), self.q2(_tokens(c3)), self.q1(_tokens(c2)))
+            return Affinity(self._hpn_token_major(queries, keys, index, (c4, c3, c2)), index, mask)
         a32 = full32.gather(2, index.unsqueeze(-1).expand(-1, -1, -1, full32.shape[-1]))
         a16 = _gather_tokens(keys.k2, index) @ self.q2(_tokens(c3)).unsqueeze(1).transpose(-2, -1)
         a8 = _gather_tokens(keys.k1, index) @ self.q1(_tokens(c2)).unsqueeze(1).transpose(-2, -1)
@@ -211,24 +211,20 @@ class HyperCorrelation(nn.Module):
         out = self.hpn(*maps).reshape(b, r, s, -1)
         return Affinity(out, index, mask)
 
-    def _hpn_token_major(self, q3: torch.Tensor, c3: torch.Tensor, c2: torch.Tensor, keys: ReferenceKeys,
-                         index: torch.Tensor, grids: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _hpn_token_major(self, queries: Sequence[torch.Tensor], keys: ReferenceKeys, index: torch.Tensor,
+                         grids: Sequence[torch.Tensor]) -> torch.Tensor:
         """CPU: the affinities computed as (target position, kept token) matrices, which already
         are the channels-last images `HPN.forward_packed` wants (no transposing copy in or out);
         returns the logits (B, R, s, N8) as a view of (B, N8, R, s) memory, so the softmax over s
         (in `CrossFrameAffinityMixin.temporal`) runs along contiguous values. The stride-32 maps
         are recomputed from the kept keys (a small product) rather than gathered from the scoring
-        affinities, which lie the other way round."""
+        affinities, which lie the other way round. `queries`: (B, N, C) at strides 32, 16, 8."""
         b, r, s = index.shape
-        queries = (q3, self.q2(_tokens(c3)), self.q1(_tokens(c2)))  # (B, N, C) at strides 32, 16, 8
-        kept = [_gather_tokens(k, index).reshape(b, r * s, -1) for k in (keys.k3, keys.k2, keys.k1)]
-        outs = []
-        for bi in range(b):
-            packed = []
-            for q, k, grid in zip(queries, kept, grids):
-                h, w = grid.shape[-2:]
-                # (N, R·s) row-major = (h, w, maps) = a (1, maps, h, w) channels-last image.
-                packed.append((q[bi] @ k[bi].t()).view(1, h, w, r * s).permute(0, 3, 1, 2))
-            outs.append(self.hpn.forward_packed(*packed, maps=r * s).permute(0, 2, 3, 1).reshape(1, -1, r, s))
-        out = torch.cat(outs) if b > 1 else outs[0]  # (B, N8, R, s)
-        return out.permute(0, 2, 3, 1)
+        packed = []
+        for q, k, grid in zip(queries, (keys.k3, keys.k2, keys.k1), grids):
+            kept = _gather_tokens(k, index).reshape(b, r * s, -1)
+            h, w = grid.shape[-2:]
+            # (B, N, R·s) row-major = (B, h, w, maps) = a (B, maps, h, w) channels-last image.
+            packed.append((q @ kept.transpose(1, 2)).view(b, h, w, r * s).permute(0, 3, 1, 2))
+        out = self.hpn.forward_packed(*packed, maps=r * s)  # (B, maps, h8, w8), channels-last
+        return out.permute(0, 2, 3, 1).reshape(b, -1, r, s).permute(0, 2, 3, 1)

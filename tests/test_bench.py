@@ -206,6 +206,17 @@ def test_bench_pipeline_stages(tiny_video, tmp_path):
     json.dumps(out)
 
 
+@pytest.mark.parametrize("fold_bn", [True, False])
+def test_checkpoint_models_are_folded_like_built_ones(fold_bn):
+    from torch import nn
+
+    given = B.build_bench_model("effl0", fold_bn=False)  # as `vseg bench -c` loads a checkpoint
+    out = B.run_benchmarks(["effl0"], [(64, 96)], ["fp32"], torch.device("cpu"), frames=1, warmup=0, e2e=False,
+                           checkpoint_models={"effl0": given}, fold_bn=fold_bn)
+    assert out["model_only"][0]["status"] == "ok"
+    assert any(isinstance(m, nn.BatchNorm2d) for m in given.modules()) is not fold_bn
+
+
 def test_machine_info_is_json():
     info = B.machine_info("cpu")
     for key in ("vseg_version", "cpu_model", "cpu_count", "torch", "torch_cuda", "device", "python"):

@@ -39,6 +39,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+try:  # Unix only; read every timed CPU step, so imported once here
+    import resource as _resource
+except ImportError:  # pragma: no cover - Windows
+    _resource = None
+
 from vsegcli import __version__
 from vsegcli.engine import PRECISIONS, logits_to_labels, select_device
 from vsegcli.errors import VsegError
@@ -196,12 +201,9 @@ class _RssSampler:
 
 def _minor_faults() -> int | None:
     """Minor page faults of this process so far (all threads): fresh pages the kernel had to map."""
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    except (ImportError, OSError):
+    if _resource is None:
         return None
+    return _resource.getrusage(_resource.RUSAGE_SELF).ru_minflt
 
 
 def _load_average() -> list[float] | None:
@@ -1154,6 +1156,11 @@ def run_benchmarks(
     from vsegcli.models import get_architecture
 
     given = dict(checkpoint_models or {})
+    if fold_bn:  # checkpoint models get what build_bench_model gives the others
+        from vsegcli.models.fold import fold_batchnorm
+
+        for m in given.values():
+            fold_batchnorm(m.eval())
     nets: dict[str, Segmentor] = {}
 
     def net(name: str) -> Segmentor:

@@ -288,10 +288,6 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
         loaded = load_checkpoint(checkpoint)
         arch_name = loaded.meta.architecture
         given[arch_name] = loaded.model.eval()
-        if not no_fold_bn:
-            from vsegcli.models.fold import fold_batchnorm
-
-            fold_batchnorm(given[arch_name])
         classes = loaded.meta.num_classes
         mean, std = list(loaded.meta.mean), list(loaded.meta.std)
         if arch_name not in model_names:

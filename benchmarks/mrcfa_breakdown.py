@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from vsegcli.bench import build_bench_model, parse_list, parse_size
-from vsegcli.hostmem import configure_host_allocator
+from vsegcli.io.hostmem import configure_host_allocator
 from vsegcli.models.mrcfa import mrcfa_reference_indices, stack_references
 
 

@@ -16,8 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vsegcli.engine import logits_to_labels
-from vsegcli.hostmem import configure_host_allocator
+from vsegcli.runtime import logits_to_labels
+from vsegcli.io.hostmem import configure_host_allocator
 
 
 def nchw_labels(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

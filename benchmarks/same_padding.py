@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vsegcli import bench as B
-from vsegcli.hostmem import configure_host_allocator
+from vsegcli.io.hostmem import configure_host_allocator
 from vsegcli.models.backbones.efficientnet_lite import SameConv2d
 
 

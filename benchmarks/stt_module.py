@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from vsegcli.models.temporal.stt import SparseTemporalTransformer
+from vsegcli.models.temporal.sparse_attention import SparseTemporalTransformer
 
 # STT map size -> input image size of stt-segformer-b0 (attention at stride 8).
 BASE_INPUT = {(60, 108): (480, 864), (128, 256): (1024, 2048)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vsegcli.labels import get_label_set
+from vsegcli.data.labels import get_label_set
 
 SIZE = (64, 96)  # (H, W): divisible by 32, so no model needs to resize
 Manifest = dict[str, list[tuple[Path, "Path | None"]]]

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from vsegcli import bench as B
 from vsegcli.cli import cli
-from vsegcli.engine import Predictor
+from vsegcli.runtime import Predictor
 from vsegcli.errors import VsegError
-from vsegcli.labels import label_set_for
-from vsegcli.render import Palette
+from vsegcli.data.labels import label_set_for
+from vsegcli.runtime.render import Palette
 
 SIZE = (64, 96)
 CPU = torch.device("cpu")
@@ -169,7 +169,7 @@ def test_compile_failure_is_a_skipped_row(monkeypatch):
 
 def test_compile_modes_reach_torch_compile():
     """--compile MODE: the backbone is compiled once with that mode (reduce-overhead = CUDA graphs)."""
-    from vsegcli.commands.bench import _canonical_command
+    from vsegcli.cli.bench import _canonical_command
 
     model = B.build_bench_model("effl0", 11)
     calls = []
@@ -241,7 +241,7 @@ def test_cli_json_to_stdout():
 
 
 def test_cli_records_the_host_allocator_and_says_when_it_cannot_change_it():
-    from vsegcli.hostmem import configure_host_allocator
+    from vsegcli.io.hostmem import configure_host_allocator
 
     applied = configure_host_allocator()  # this process's setting (process-wide, first call decides)
     other = "system" if applied.startswith("retain") else "retain"

@@ -20,7 +20,7 @@ from vsegcli.checkpoints import (
     save_checkpoint,
 )
 from vsegcli.errors import VsegError
-from vsegcli.labels import get_label_set
+from vsegcli.data.labels import get_label_set
 from vsegcli.models import build_model
 
 from ckptgen import generated_layout, mrcfa_layout, mrcfa_state_dict, reference_dir, tsv_layout

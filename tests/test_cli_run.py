@@ -15,9 +15,9 @@ from videogen import audio_duration, container_duration, count_packets, make_ima
 from vsegcli import api
 from vsegcli.checkpoints import CheckpointMeta, load_checkpoint, save_checkpoint
 from vsegcli.cli import cli
-from vsegcli.labels import get_label_set
+from vsegcli.data.labels import get_label_set
 from vsegcli.models import build_model
-from vsegcli.video import FrameReader, probe
+from vsegcli.io.video import FrameReader, probe
 
 REPO = Path(__file__).resolve().parents[1]
 BIKES = REPO / "examples" / "bikes.mp4"

@@ -11,14 +11,14 @@ import pytest
 from PIL import Image
 
 from datasetgen import make_camvid, make_cityscapes, make_vspw
-from vsegcli.datasets import (
+from vsegcli.data.datasets import (
     DATASET_LABEL_SETS,
     Sequence,
     list_sequences,
     read_image,
     read_label,
 )
-from vsegcli.datasets.cityscapes import snippet_numbers
+from vsegcli.data.datasets.cityscapes import snippet_numbers
 from vsegcli.errors import VsegError
 
 REAL_CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"

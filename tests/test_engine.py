@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vsegcli.engine import (
+from vsegcli.runtime import (
     Predictor,
     inference_size,
     logits_to_labels,
@@ -17,9 +17,9 @@ from vsegcli.engine import (
     stream,
 )
 from vsegcli.errors import VsegError
-from vsegcli.labels import get_label_set
+from vsegcli.data.labels import get_label_set
 from vsegcli.models import build_model
-from vsegcli.render import Palette
+from vsegcli.runtime.render import Palette
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]

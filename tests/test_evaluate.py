@@ -19,13 +19,13 @@ from PIL import Image
 
 from datasetgen import make_camvid, make_cityscapes, make_vspw
 from vsegcli.cli import cli
-from vsegcli.engine import Predictor
+from vsegcli.runtime import Predictor
 from vsegcli.errors import VsegError
 from vsegcli.evaluate import evaluate, load_for_dataset, vspw_resize_rule
-from vsegcli.labels import LabelSet, get_label_set
+from vsegcli.data.labels import LabelSet, get_label_set
 from vsegcli.metrics import temporal_consistency
 from vsegcli.models.base import Segmentor, Session
-from vsegcli.render import Palette
+from vsegcli.runtime.render import Palette
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CAMVID = REPO.parent / "shared" / "data" / "camvid"

@@ -12,14 +12,14 @@ import sys
 
 import pytest
 
-from vsegcli import hostmem
+from vsegcli.io import hostmem
 from vsegcli.errors import VsegError
 
 # Steady-state steps of a real model (EfficientNet-Lite0 at 256x448: activations up to 11 MiB,
 # which the default glibc allocator unmaps or trims after use) and the page faults they take.
 PROBE = r"""
 import json, resource, sys
-from vsegcli.hostmem import configure_host_allocator
+from vsegcli.io.hostmem import configure_host_allocator
 state = configure_host_allocator(sys.argv[1])
 import torch
 from vsegcli.bench import build_bench_model

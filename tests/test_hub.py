@@ -14,8 +14,8 @@ import torch
 from vsegcli import api
 from vsegcli.checkpoints import CheckpointMeta, save_checkpoint
 from vsegcli.errors import VsegError
-from vsegcli.hub import parse_hub_spec, resolve_checkpoint
-from vsegcli.labels import get_label_set
+from vsegcli.checkpoints.hub import parse_hub_spec, resolve_checkpoint
+from vsegcli.data.labels import get_label_set
 from vsegcli.models import build_model
 
 pytest.importorskip("huggingface_hub", reason="the optional hub extra (huggingface_hub) is not installed")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vsegcli.errors import VsegError
-from vsegcli.labels import get_label_set, label_set_for
-from vsegcli.render import Palette, overlay
+from vsegcli.data.labels import get_label_set, label_set_for
+from vsegcli.runtime.render import Palette, overlay
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

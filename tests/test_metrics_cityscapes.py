@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vsegcli.labels import get_label_set
+from vsegcli.data.labels import get_label_set
 from vsegcli.metrics import ConfusionMatrix
 
 TESTS = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ import torch
 from vsegcli.errors import VsegError
 from vsegcli.models import build_model, get_architecture
 from vsegcli.models.mrcfa import MRCFA, CrossFrameAffinityMixin, mrcfa_reference_indices
-from vsegcli.models.temporal.mrcfa_module import HyperCorrelation
+from vsegcli.models.temporal.cross_frame_affinity import HyperCorrelation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 KEY_TABLES = SHARED / "docs" / "reference"

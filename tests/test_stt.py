@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vsegcli.errors import VsegError
 from vsegcli.models import build_model, get_architecture, list_architectures
-from vsegcli.models.temporal.stt import SparseTemporalTransformer
+from vsegcli.models.temporal.sparse_attention import SparseTemporalTransformer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -138,7 +138,7 @@ def test_same_augmentation_for_every_frame_of_a_clip() -> None:
 
 
 def test_clip_dataset_targets_last_with_identical_frames(tmp_path: Path) -> None:
-    from vsegcli.datasets import list_sequences
+    from vsegcli.data.datasets import list_sequences
 
     root = make_camvid(tmp_path / "static", n=5, static=True)
     seqs = list_sequences("camvid", root, "train")

@@ -1,4 +1,4 @@
-"""vsegcli.video: probe, FrameReader, VideoWriter against tiny synthetic videos."""
+"""vsegcli.io.video: probe, FrameReader, VideoWriter against tiny synthetic videos."""
 from __future__ import annotations
 
 import subprocess
@@ -24,7 +24,7 @@ from videogen import (
     vfr_times,
 )
 from vsegcli.errors import VsegError
-from vsegcli.video import (
+from vsegcli.io.video import (
     DEFAULT_IMAGE_FPS,
     FrameReader,
     VideoWriter,

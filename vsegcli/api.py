@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from vsegcli.engine import LabelPngSink, Predictor, Sink, VideoSink, inference_size, select_device, stream
+from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, inference_size, select_device, stream
 from vsegcli.errors import VsegError
-from vsegcli.render import Palette
+from vsegcli.runtime.render import Palette
 
 RANDOM_INIT_MODEL = "segformer-b0"
 
@@ -77,7 +77,7 @@ class Segmenter:
     def iter_labels(self, source: str | Path, start: int = 0, max_frames: int | None = None,
                     stride: int = 1, hwaccel: str = "auto") -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index, (H, W) uint8 labels) for every frame of a video or image folder."""
-        from vsegcli.video import FrameReader
+        from vsegcli.io.video import FrameReader
 
         session = self.predictor.new_session()
         with FrameReader(source, start=start, max_frames=max_frames, stride=stride,
@@ -111,7 +111,7 @@ class Segmenter:
         (`report`: r.html -> r.html + r.json). `hwaccel`: video decoding on the GPU (auto: NVDEC
         when inference runs on CUDA and ffmpeg can use it, else software; cuda: NVDEC or an
         error; none: software). Returns a summary dict."""
-        from vsegcli.video import FrameReader, VideoWriter, output_fps, start_time
+        from vsegcli.io.video import FrameReader, VideoWriter, output_fps, start_time
 
         if output is None and labels_dir is None and report is None and not extra_sinks:
             raise VsegError("nothing to write: give an output video, a labels folder or a report")
@@ -204,12 +204,12 @@ def load(
     when streaming a video (micro-batching: backbones batched, temporal steps in frame order).
     `fold_bn`: merge each BatchNorm into the convolution before it (same outputs up to float
     rounding, fewer kernels; `seg.model` then has no BatchNorm layers: load with False to train it).
-    The first load in a process also keeps freed host memory in the process (`vsegcli.hostmem`;
+    The first load in a process also keeps freed host memory in the process (`vsegcli.io.hostmem`;
     set VSEG_HOST_ALLOCATOR=system before it to keep the C library's behaviour).
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
-    from vsegcli.hub import resolve_checkpoint
-    from vsegcli.labels import get_label_set
+    from vsegcli.checkpoints.hub import resolve_checkpoint
+    from vsegcli.data.labels import get_label_set
     from vsegcli.models import build_model, get_architecture
     from vsegcli.models.fold import fold_batchnorm
 

@@ -7,7 +7,7 @@ print them; flicker rates and class shares are fractions.
 from __future__ import annotations
 
 from vsegcli.metrics.confusion import ConfusionMatrix, all_reduce_
-from vsegcli.metrics.consistency import (
+from vsegcli.metrics.temporal_consistency import (
     TemporalConsistency,
     TemporalConsistencyResult,
     temporal_consistency,

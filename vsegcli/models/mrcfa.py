@@ -27,7 +27,7 @@ from vsegcli.models.base import Segmentor, Session
 from vsegcli.models.heads.lite_fusion import LiteFusionHead
 from vsegcli.models.heads.segformer_head import SegFormerHead, resize
 from vsegcli.models.registry import register_architecture
-from vsegcli.models.temporal.mrcfa_module import HyperCorrelation, ReferenceKeys
+from vsegcli.models.temporal.cross_frame_affinity import HyperCorrelation, ReferenceKeys
 
 MRCFA_DILATION = (-9, -6, -3)
 MRCFA_EMBED_DIM = 256  # decoder width of every official MRCFA config, B2/B5 included

@@ -38,7 +38,7 @@ from vsegcli.models.heads.segformer_head import resize
 from vsegcli.models.pspnet import PSP_DEPTHS, PSPNet
 from vsegcli.models.registry import register_architecture
 from vsegcli.models.segformer import SEGFORMER_EMBED_DIM, SegFormer
-from vsegcli.models.temporal.stt import KeyValue, SparseTemporalTransformer
+from vsegcli.models.temporal.sparse_attention import KeyValue, SparseTemporalTransformer
 
 STT_DEFAULTS: dict[str, Any] = dict(
     num_frames=3, radius=5, query_ratio=0.5, s=1, e=5, eps=1, key_dim=64, value_dim=None,

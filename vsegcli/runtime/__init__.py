@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from vsegcli.errors import VsegError
-from vsegcli.hostmem import configure_host_allocator
+from vsegcli.io.hostmem import configure_host_allocator
 from vsegcli.models.base import Segmentor, Session
-from vsegcli.render import Palette, overlay
+from vsegcli.runtime.render import Palette, overlay
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # (height, width, size divisor) -> network input (height, width); see `inference_size`.

@@ -45,9 +45,9 @@ except ImportError:  # pragma: no cover - Windows
     _resource = None
 
 from vsegcli import __version__
-from vsegcli.engine import PRECISIONS, logits_to_labels, select_device
+from vsegcli.runtime import PRECISIONS, logits_to_labels, select_device
 from vsegcli.errors import VsegError
-from vsegcli.hostmem import host_allocator_state
+from vsegcli.io.hostmem import host_allocator_state
 from vsegcli.models.base import Segmentor
 
 MODES = ("session", "naive", "frame")
@@ -61,7 +61,7 @@ GPU_FRAMES, GPU_WARMUP = 200, 5
 CPU_FRAMES, CPU_WARMUP = 20, 3
 UPSTREAM_WARMUP = 5
 POOL_SIZE = 4  # distinct input frames cycled through, so no step reuses the previous one's input
-DEFAULT_INPUT = Path(__file__).resolve().parents[1] / "examples" / "bikes.mp4"
+DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "examples" / "bikes.mp4"
 
 Log = Callable[[str], None]
 
@@ -878,7 +878,7 @@ def _prepare_source(src: Path, size: tuple[int, int], frames: int, workdir: Path
     so decode, inference and encode all work at the benchmark size."""
     import cv2
 
-    from vsegcli.video import FrameReader, VideoWriter, probe
+    from vsegcli.io.video import FrameReader, VideoWriter, probe
 
     info = probe(src)
     h, w = size
@@ -897,7 +897,7 @@ def measure_io_stages(source: Path, frames: int, workdir: Path, repeat: int = 1,
                       hwaccel: str = "none") -> dict[str, Any]:
     """Decode-only and encode-only throughput of a video (shared by every model at this size), best
     of `repeat` runs each. Returns the stage dicts and the decoded frames (for the other stages)."""
-    from vsegcli.video import FrameReader, VideoWriter
+    from vsegcli.io.video import FrameReader, VideoWriter
 
     decode_runs: list[float] = []
     decoded: list[np.ndarray] = []
@@ -973,10 +973,10 @@ def bench_pipeline(
     share the decode/encode measurements of one source and size. On CPU, `cpu_ms_per_frame` is this
     process's CPU time per frame (ffmpeg subprocesses not included).
     """
-    from vsegcli.engine import LabelPngSink, Predictor, VideoSink, stream
-    from vsegcli.labels import label_set_for
-    from vsegcli.render import Palette, overlay
-    from vsegcli.video import FrameReader, VideoWriter
+    from vsegcli.runtime import LabelPngSink, Predictor, VideoSink, stream
+    from vsegcli.data.labels import label_set_for
+    from vsegcli.runtime.render import Palette, overlay
+    from vsegcli.io.video import FrameReader, VideoWriter
 
     if not (labels or video):
         raise VsegError("the pipeline needs at least one sink: video and/or labels")

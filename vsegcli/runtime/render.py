@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vsegcli.labels import LabelSet
+from vsegcli.data.labels import LabelSet
 
 
 class Palette:

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import torch
 
-from vsegcli.datasets import (
+from vsegcli.data.datasets import (
     Sequence,
     check_dataset,
     dataset_label_set,
@@ -47,7 +47,7 @@ from vsegcli.datasets import (
     read_image,
     read_label,
 )
-from vsegcli.engine import Predictor, ResizeRule, inference_size
+from vsegcli.runtime import Predictor, ResizeRule, inference_size
 from vsegcli.errors import VsegError
 from vsegcli.metrics import ConfusionMatrix, TemporalConsistency, VideoConsistency, all_reduce_
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from vsegcli.errors import VsegError
-from vsegcli.labels import LabelSet, get_label_set
+from vsegcli.data.labels import LabelSet, get_label_set
 
 DATASETS = ("camvid", "cityscapes", "vspw")
 # Which label set a dataset's classes are (and so what a model must predict to be scored on it).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vsegcli.datasets.base import Sequence, images_in
+from vsegcli.data.datasets.base import Sequence, images_in
 from vsegcli.errors import VsegError
 
 LAYOUT = (

@@ -265,7 +265,7 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     from rich.console import Console
 
     from vsegcli import bench as B
-    from vsegcli.hostmem import configure_host_allocator, requested_mode
+    from vsegcli.io.hostmem import configure_host_allocator, requested_mode
     from vsegcli.models import get_architecture
 
     host_allocator = requested_mode(host_allocator)

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from vsegcli.datasets import DATASETS
+from vsegcli.data.datasets import DATASETS
 from vsegcli.errors import VsegError
-from vsegcli.fsutil import atomic_write_text
+from vsegcli.io.fsutil import atomic_write_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -110,7 +110,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
     """
     from rich.console import Console
 
-    from vsegcli.progress import FrameProgress
+    from vsegcli.cli.progress import FrameProgress
     from vsegcli.evaluate import evaluate, init_distributed, load_for_dataset
 
     if gpu is not None:

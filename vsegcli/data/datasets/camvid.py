@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vsegcli.datasets.base import Sequence, frame_sort_key, images_in
+from vsegcli.data.datasets.base import Sequence, frame_sort_key, images_in
 from vsegcli.errors import VsegError
 
 GAP_FACTOR = 4

@@ -82,8 +82,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsegcli.errors import VsegError
-from vsegcli.fsutil import atomic_write, atomic_write_text
-from vsegcli.progress import FrameProgress
+from vsegcli.io.fsutil import atomic_write, atomic_write_text
+from vsegcli.cli.progress import FrameProgress
 
 IGNORE = 255
 DATASETS = ("camvid", "cityscapes", "vspw")
@@ -438,7 +438,7 @@ def augment_clip(images: Sequence[np.ndarray], labels: Sequence[np.ndarray | Non
 
 
 def _data_api() -> Any:
-    import vsegcli.datasets as data  # lazily: `vseg --help` should not pay for it
+    import vsegcli.data.datasets as data  # lazily: `vseg --help` should not pay for it
 
     return data
 
@@ -753,7 +753,7 @@ class Dist:
 
 def init_distributed(device: str) -> tuple[Dist, torch.device]:
     """From torchrun's RANK / WORLD_SIZE / LOCAL_RANK: gloo on CPU, nccl on GPU."""
-    from vsegcli.engine import select_device
+    from vsegcli.runtime import select_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -951,10 +951,10 @@ def validate(model: nn.Module, cfg: TrainConfig, device: torch.device, d: Dist) 
     streaming inference path (`vseg eval` / `vseg run` numbers): mIoU, plus mVC_8/16 where the
     dataset has ground truth on consecutive frames (CamVid, VSPW). Sequences are sharded over ranks."""
     from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
-    from vsegcli.engine import Predictor
+    from vsegcli.runtime import Predictor
     from vsegcli.evaluate import evaluate
-    from vsegcli.labels import get_label_set
-    from vsegcli.render import Palette
+    from vsegcli.data.labels import get_label_set
+    from vsegcli.runtime.render import Palette
 
     ls = get_label_set(cfg.dataset)
     was_training = model.training
@@ -1093,8 +1093,8 @@ def _default_workers(world: int) -> int:
 def train(cfg: TrainConfig, note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) training as configured; returns a summary dict. Rank 0 writes RUN_DIR."""
     from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD, CheckpointMeta, save_checkpoint
-    from vsegcli.hostmem import configure_host_allocator
-    from vsegcli.labels import get_label_set
+    from vsegcli.io.hostmem import configure_host_allocator
+    from vsegcli.data.labels import get_label_set
     from vsegcli.models import build_model
 
     configure_host_allocator()  # each iteration reuses the last one's freed host memory (no page faults)

@@ -71,7 +71,7 @@ _CAMVID = [
     ("pedestrian", (64, 64, 0)), ("bicyclist", (0, 128, 192)),
 ]
 
-_VSPW_JSON = Path(__file__).with_name("data") / "vspw_palette.json"
+_VSPW_JSON = Path(__file__).with_name("vspw_palette.json")
 
 
 @lru_cache(maxsize=None)

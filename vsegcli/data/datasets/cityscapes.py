@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from vsegcli.datasets.base import Sequence
+from vsegcli.data.datasets.base import Sequence
 from vsegcli.errors import VsegError
 
 CONTEXT_BEFORE = 19  # frames before the annotated one in a snippet

@@ -14,7 +14,7 @@ import click
 
 from vsegcli import __version__
 from vsegcli.errors import VsegError
-from vsegcli.progress import FrameProgress
+from vsegcli.cli.progress import FrameProgress
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -245,15 +245,15 @@ def convert(src: Path, dst: Path, half: bool, architecture: str | None, label_se
     click.echo(f"{out}: {meta.architecture}, {meta.num_classes} classes, label set {meta.label_set or 'custom'}", err=True)
 
 
-from vsegcli.commands.report import report as _report; cli.add_command(_report)  # noqa: E402,E702
+from vsegcli.cli.report import report as _report; cli.add_command(_report)  # noqa: E402,E702
 
 
-from vsegcli.commands.bench import bench as _bench; cli.add_command(_bench)  # noqa: E402, E702
+from vsegcli.cli.bench import bench as _bench; cli.add_command(_bench)  # noqa: E402, E702
 
-from vsegcli.commands.train import train as _train; cli.add_command(_train)  # noqa: E402,E702
+from vsegcli.cli.train import train as _train; cli.add_command(_train)  # noqa: E402,E702
 
 
-from vsegcli.commands.eval import eval_cmd as _eval; cli.add_command(_eval)  # noqa: E402,E702
+from vsegcli.cli.eval import eval_cmd as _eval; cli.add_command(_eval)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Consistency report: how steady a segmentation is over time, as JSON and as one HTML page.
 
-`ConsistencySink` is an engine sink (see `vsegcli.engine.Sink`): it feeds every processed frame
+`ConsistencySink` is an engine sink (see `vsegcli.runtime.Sink`): it feeds every processed frame
 to `metrics.TemporalConsistency` on its own thread (on the reduced "analysis grid", so it costs a
 few ms per frame) and, when the run completes, writes two files side by side:
 
@@ -43,7 +43,7 @@ import numpy as np
 
 from vsegcli import __version__
 from vsegcli.errors import VsegError
-from vsegcli.metrics.consistency import TemporalConsistency, TemporalConsistencyResult
+from vsegcli.metrics.temporal_consistency import TemporalConsistency, TemporalConsistencyResult
 
 __all__ = [
     "REPORT_SCHEMA",

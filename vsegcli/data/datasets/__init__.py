@@ -1,7 +1,7 @@
 """Dataset readers for evaluation and training: CamVid (SegNet layout), Cityscapes (with the
 `leftImg8bit_sequence` video package) and VSPW 480p.
 
-    from vsegcli.datasets import list_sequences, read_image, read_label
+    from vsegcli.data.datasets import list_sequences, read_image, read_label
     for seq in list_sequences("camvid", Path("data/camvid"), "val"):
         for i, path in enumerate(seq.frames):           # time order
             image = read_image(path)                     # (H, W, 3) uint8 RGB
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vsegcli.datasets.base import (
+from vsegcli.data.datasets.base import (
     DATASET_LABEL_FORMATS,
     DATASET_LABEL_SETS,
     DATASETS,
@@ -53,9 +53,9 @@ def list_sequences(dataset: str, root: str | Path, split: str) -> list[Sequence]
     if not root.is_dir():
         raise VsegError(f"{root}: no such folder; give --data-root the {key} dataset folder")
     if key == "camvid":
-        from vsegcli.datasets import camvid as module
+        from vsegcli.data.datasets import camvid as module
     elif key == "cityscapes":
-        from vsegcli.datasets import cityscapes as module  # type: ignore[no-redef]
+        from vsegcli.data.datasets import cityscapes as module  # type: ignore[no-redef]
     else:
-        from vsegcli.datasets import vspw as module  # type: ignore[no-redef]
+        from vsegcli.data.datasets import vspw as module  # type: ignore[no-redef]
     return module.list_sequences(root, split)

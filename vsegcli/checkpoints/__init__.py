@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from vsegcli.errors import VsegError
-from vsegcli.fsutil import atomic_write_bytes
-from vsegcli.labels import LABEL_SET_NAMES, LabelSet, generic_label_set, get_label_set, label_set_for
+from vsegcli.io.fsutil import atomic_write_bytes
+from vsegcli.data.labels import LABEL_SET_NAMES, LabelSet, generic_label_set, get_label_set, label_set_for
 from vsegcli.models.base import Segmentor
 
 FORMAT_VERSION = 1

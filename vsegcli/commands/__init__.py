@@ -1,2 +1,0 @@
-"""Sub-commands that live in their own modules; `vsegcli.cli` registers them on the `vseg` group."""
-from __future__ import annotations

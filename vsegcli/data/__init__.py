@@ -1,0 +1,1 @@
+"""Label sets and datasets (the papers' clip protocols)."""

@@ -1,0 +1,1 @@
+"""Files and streams: video probe/read/write, atomic file writes, host-memory tuning."""

@@ -14,7 +14,7 @@ import click
 
 from vsegcli import __version__
 from vsegcli.errors import VsegError
-from vsegcli.cli.progress import FrameProgress
+from vsegcli.runtime.progress import FrameProgress
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -110,7 +110,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
     """
     from rich.console import Console
 
-    from vsegcli.cli.progress import FrameProgress
+    from vsegcli.runtime.progress import FrameProgress
     from vsegcli.evaluate import evaluate, init_distributed, load_for_dataset
 
     if gpu is not None:

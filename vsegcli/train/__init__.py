@@ -83,7 +83,7 @@ from torch import nn
 
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import atomic_write, atomic_write_text
-from vsegcli.cli.progress import FrameProgress
+from vsegcli.runtime.progress import FrameProgress
 
 IGNORE = 255
 DATASETS = ("camvid", "cityscapes", "vspw")

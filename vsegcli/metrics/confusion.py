@@ -22,13 +22,13 @@ are moved to the CPU only when a result is read.
 """
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any
 
 import numpy as np
 
 from vsegcli.errors import VsegError
+from vsegcli.io.jsonio import finite
 
 __all__ = ["ConfusionMatrix", "all_reduce_"]
 
@@ -38,10 +38,6 @@ def _is_tensor(x: Any) -> bool:
     # keeps the metrics importable (and fast to import) without torch.
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
-
-
-def _nan_to_none(values: np.ndarray) -> list[float | None]:
-    return [None if math.isnan(v) else float(v) for v in np.asarray(values, dtype=np.float64)]
 
 
 def _none_to_nan(x: float | None) -> float:
@@ -247,14 +243,13 @@ class ConfusionMatrix:
             "pixel_accuracy": self.pixel_accuracy,
             "mean_class_accuracy": self.mean_class_accuracy,
             "classes_present": int((gt > 0).sum()),
-            "iou": _nan_to_none(self.iou),
-            "class_accuracy": _nan_to_none(self.class_accuracy),
+            "iou": [finite(v) for v in np.asarray(self.iou, dtype=np.float64)],
+            "class_accuracy": [finite(v) for v in np.asarray(self.class_accuracy, dtype=np.float64)],
             "gt_pixels": [int(v) for v in gt],
             "pred_pixels": [int(v) for v in pred],
         }
         for key in ("miou", "miou_nanmean", "fwiou", "pixel_accuracy", "mean_class_accuracy"):
-            if math.isnan(out[key]):
-                out[key] = None
+            out[key] = finite(out[key])
         if class_names is not None:
             if len(class_names) != self.num_classes:
                 raise VsegError(

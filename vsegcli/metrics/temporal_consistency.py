@@ -32,7 +32,6 @@ everything but the flow; preset "fast" about 3.3 ms, "ultrafast" about 2.3 ms.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import cv2
 import numpy as np
 
 from vsegcli.errors import VsegError
+from vsegcli.io.jsonio import finite
 from vsegcli.metrics.pairs import strict_pairs
 
 __all__ = ["TemporalConsistency", "TemporalConsistencyResult", "temporal_consistency", "FlowFn"]
@@ -58,12 +58,8 @@ _DIS_PRESETS = {
 _DIS_MIN_SIDE = 12  # cv2 DIS needs the width or the height to be at least its patch size
 
 
-def _none_if_nan(v: float) -> float | None:
-    return None if math.isnan(v) else float(v)
-
-
-def _list_none_if_nan(values: np.ndarray, ndigits: int = 6) -> list[float | None]:
-    return [None if math.isnan(v) else round(float(v), ndigits) for v in values]
+def _finite_list(values: np.ndarray, ndigits: int = 6) -> list[float | None]:
+    return [finite(v, ndigits) for v in values]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -109,15 +105,15 @@ class TemporalConsistencyResult:
             "frame_size": list(self.frame_size) if self.frame_size else None,
             "analysis_size": list(self.analysis_size) if self.analysis_size else None,
             "flow_method": self.flow_method,
-            "tc": _none_if_nan(self.tc),
-            "per_class_tc": _list_none_if_nan(self.per_class_tc, 4),
-            "flicker_rate": _none_if_nan(self.flicker_rate),
-            "flow_flicker_rate": _none_if_nan(self.flow_flicker_rate),
-            "valid_fraction": _none_if_nan(self.valid_fraction),
-            "per_pair_flicker": _list_none_if_nan(np.asarray(self.per_pair_flicker)),
-            "per_pair_flow_flicker": _list_none_if_nan(np.asarray(self.per_pair_flow_flicker)),
-            "per_class_flicker": _list_none_if_nan(self.per_class_flicker),
-            "per_class_flow_flicker": _list_none_if_nan(self.per_class_flow_flicker),
+            "tc": finite(self.tc),
+            "per_class_tc": _finite_list(self.per_class_tc, 4),
+            "flicker_rate": finite(self.flicker_rate),
+            "flow_flicker_rate": finite(self.flow_flicker_rate),
+            "valid_fraction": finite(self.valid_fraction),
+            "per_pair_flicker": _finite_list(np.asarray(self.per_pair_flicker)),
+            "per_pair_flow_flicker": _finite_list(np.asarray(self.per_pair_flow_flicker)),
+            "per_class_flicker": _finite_list(self.per_class_flicker),
+            "per_class_flow_flicker": _finite_list(self.per_class_flow_flicker),
             "class_share": np.round(self.class_share, 6).tolist(),
         }
         if include_heatmap:

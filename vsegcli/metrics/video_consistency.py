@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vsegcli.errors import VsegError
+from vsegcli.io.jsonio import finite
 from vsegcli.metrics.pairs import strict_pairs
 
 __all__ = ["VideoConsistency", "OFFICIAL_SKIP_THRESHOLD"]
@@ -188,7 +189,7 @@ class VideoConsistency:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready result with the counts behind it (NaN -> None)."""
         out: dict[str, Any] = {
-            key: (None if math.isnan(v) else v) for key, v in self.result().items()
+            key: finite(v) for key, v in self.result().items()
         }
         out["units"] = "percent"
         out["videos_used"] = self.videos_used

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vsegcli import report as report_mod
+from vsegcli.report import plots as report_plots
+from vsegcli.report.sink import JSON_HEATMAP_SIDE
 from vsegcli.cli import cli
 from vsegcli.errors import VsegError
 from vsegcli.metrics import TemporalConsistency
@@ -66,7 +67,7 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("reports")
     _drive(d / "bursty.html").close()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_mod, "_load_matplotlib", lambda: None)
+        mp.setattr(report_plots, "_load_matplotlib", lambda: None)
         _drive(d / "steady.json", burst=False, context=_context(architecture="stt-segformer-b0", temporal=True)).close()
     return {"bursty": d / "bursty.json", "steady": d / "steady.json", "dir": d}
 
@@ -96,7 +97,7 @@ def test_json_numbers_equal_independent_metric(reports):
     assert doc["vseg_report"] == 1
     assert doc["metrics"] == expected
     assert "flicker_heatmap" not in doc["metrics"]  # only the small copy at the top level
-    assert max(doc["flicker_heatmap"]["size"]) <= report_mod.JSON_HEATMAP_SIDE
+    assert max(doc["flicker_heatmap"]["size"]) <= JSON_HEATMAP_SIDE
     assert doc["frames"]["indices"] == [START + STRIDE * k for k in range(20)]
     assert doc["frames"]["timestamps"][1] == pytest.approx((START + STRIDE) / FPS)
     assert doc["context"]["architecture"] == "segformer-b0"
@@ -171,7 +172,7 @@ def test_page_without_matplotlib_says_so(reports):
 
 
 def test_update_context_after_close_rewrites(tmp_path, monkeypatch):
-    monkeypatch.setattr(report_mod, "_load_matplotlib", lambda: None)
+    monkeypatch.setattr(report_plots, "_load_matplotlib", lambda: None)
     sink = _drive(tmp_path / "r.html")
     out = sink.close()
     assert out["report_json"] == str(tmp_path / "r.json")
@@ -182,20 +183,40 @@ def test_update_context_after_close_rewrites(tmp_path, monkeypatch):
 
 
 def test_abort_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(report_mod, "_load_matplotlib", lambda: None)
+    monkeypatch.setattr(report_plots, "_load_matplotlib", lambda: None)
     _drive(tmp_path / "r.html").abort()
     assert list(tmp_path.iterdir()) == []
 
-    def fail(*_a):  # the rename step fails after both temporaries were written
-        raise OSError("disk gone")
+    import os
+
+    written: list[str] = []
+    real_replace = os.replace
+
+    def fail(src, dst):  # the rename step fails after both temporaries were written
+        written.extend(p.name for p in tmp_path.iterdir())
+        raise OSError(28, "No space left on device")
 
     sink = _drive(tmp_path / "r.html")
-    monkeypatch.setattr(report_mod.os, "replace", fail)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(VsegError, match="could not write the report .*r.html: No space left"):
         sink.close()
-    assert list(tmp_path.iterdir())  # temporaries exist...
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(written) == 2 and all(n.endswith(".tmp") for n in written)  # both were complete...
+    assert list(tmp_path.iterdir()) == []  # ...and the failed write removed them itself
     sink.abort()
-    assert list(tmp_path.iterdir()) == []  # ...and abort removes them
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_folder_appears_only_with_the_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_plots, "_load_matplotlib", lambda: None)
+    folder = tmp_path / "new" / "reports"
+    sink = _drive(folder / "r.html")  # frames written, run not finished (e.g. Ctrl-C next)
+    assert not (tmp_path / "new").exists()
+    sink.abort()
+    assert not (tmp_path / "new").exists()
+    sink = _drive(folder / "r.html")
+    sink.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["r.html", "r.json"]
 
 
 def test_no_frames_writes_nothing(tmp_path):
@@ -205,7 +226,7 @@ def test_no_frames_writes_nothing(tmp_path):
 
 
 def test_overwrite_refused_unless_asked(tmp_path, monkeypatch):
-    monkeypatch.setattr(report_mod, "_load_matplotlib", lambda: None)
+    monkeypatch.setattr(report_plots, "_load_matplotlib", lambda: None)
     (tmp_path / "r.json").write_text("old")
     with pytest.raises(VsegError, match="already exists"):
         ConsistencySink(tmp_path / "r.html", K, CLASSES, PALETTE)

@@ -369,7 +369,7 @@ def test_hf_names_from_table_map_back(tmp_path):
     ref = reference_dir()
     if ref is None:
         pytest.skip("MRCFA key tables not found in ../shared/docs/reference (or VSEG_REFERENCE_DIR)")
-    from vsegcli.checkpoints import _hf_to_native
+    from vsegcli.checkpoints.convert import hf_to_native_keys
 
     native, hf = {}, {}
     g = torch.Generator().manual_seed(0)
@@ -385,7 +385,7 @@ def test_hf_names_from_table_map_back(tmp_path):
             hf[k_name], hf[v_name] = t[:c], t[c:]
         else:
             hf[hf_name] = t
-    back = _hf_to_native(hf)
+    back = hf_to_native_keys(hf)
     assert back.keys() == native.keys()
     for k in native:
         assert torch.equal(back[k], native[k]), k

@@ -9,6 +9,12 @@
   equals `forward_clip` on the frame window the architecture would pick.
 
 Per-frame models are the T=1 case: the session just runs the model on each frame.
+
+What a caller needs to know about a model's use of time is asked of the model, never decided by
+its class elsewhere: `clip_offsets()` (the earlier frames a clip holds), `fixed_offsets` (exactly
+those offsets, or any earlier frames in time order), `history` (frames a session keeps),
+`priming_frames` (frames before a session step costs what steady state costs), and
+`forward_train(frames)` (the training outputs: target logits, aux logits, per-frame logits).
 """
 from __future__ import annotations
 
@@ -22,6 +28,13 @@ class Segmentor(nn.Module):
     temporal: ClassVar[bool] = False
     output_stride: ClassVar[int] = 4
     size_divisor: ClassVar[int] = 32
+    # True: a clip must hold exactly the frames at `clip_offsets()` (MRCFA's references); False:
+    # any `len(clip_offsets())` earlier frames in time order will do (STT; training draws gaps).
+    fixed_offsets: ClassVar[bool] = False
+    # True: `forward_train` also returns every clip frame's per-frame logits, scored against that
+    # frame's own labels (MRCFA), so training clips load the earlier frames' labels too.
+    trains_on_clip_labels: ClassVar[bool] = False
+    aux_weight: ClassVar[float] = 0.0  # loss weight of each of `aux_logits` (PSPNet, BiSeNet)
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -29,6 +42,31 @@ class Segmentor(nn.Module):
         # Filled in by the registry so a model can be saved and rebuilt by name.
         self.arch_name: str = ""
         self.arch_options: dict[str, Any] = {}
+        # Training-only logits of auxiliary heads, left here by the last forward in training mode.
+        self.aux_logits: list[torch.Tensor] = []
+
+    def clip_offsets(self) -> tuple[int, ...]:
+        """Offsets (negative, oldest first) of the earlier frames the clip forward reads before the
+        target: MRCFA its reference dilation, STT -T..-1, a per-frame model none."""
+        return ()
+
+    @property
+    def history(self) -> int:
+        """How many frames back a streaming session keeps state for (0 for per-frame models)."""
+        return -min(self.clip_offsets(), default=0)
+
+    @property
+    def priming_frames(self) -> int:
+        """Frames a session must have stepped before a step costs what steady state costs."""
+        return self.history
+
+    def forward_train(self, frames: torch.Tensor) -> dict[str, Any]:
+        """The training forward of a clip (B, T, 3, H, W), target last: {"logits": the target's
+        logits, "aux": [(aux logits, loss weight)] of the target, "frame_logits": per-frame logits
+        of every clip frame (B*T, K, h, w) or None, "frame_weight": their loss weight}."""
+        logits = self.forward_clip(frames)
+        aux = [(a, float(self.aux_weight)) for a in self.aux_logits] if self.aux_weight else []
+        return {"logits": logits, "aux": aux, "frame_logits": None, "frame_weight": 0.0}
 
     def forward_frame(self, images: torch.Tensor) -> torch.Tensor:
         """Per-frame logits (B, K, h, w) for a batch of frames (B, 3, H, W)."""

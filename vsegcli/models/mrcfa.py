@@ -14,7 +14,7 @@ Parameter names follow the official checkpoint (`decode_head.deco4.smalldecoder.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +27,30 @@ from vsegcli.models.base import Segmentor, Session
 from vsegcli.models.heads.lite_fusion import LiteFusionHead
 from vsegcli.models.heads.segformer_head import SegFormerHead, resize
 from vsegcli.models.registry import register_architecture
-from vsegcli.models.temporal.cross_frame_affinity import HyperCorrelation, ReferenceKeys
+from vsegcli.models.temporal.cross_frame_affinity import (
+    DEFAULT_HPN_UNITS,
+    DEFAULT_KEEP_RATIO,
+    HyperCorrelation,
+    ReferenceKeys,
+)
 
 MRCFA_DILATION = (-9, -6, -3)
 MRCFA_EMBED_DIM = 256  # decoder width of every official MRCFA config, B2/B5 included
+# Official defaults by backbone: keep 80% of the reference tokens for B0, 50% otherwise; a
+# two-unit hypercorrelation pyramid for B1 only.
+_KEEP_RATIO_BY_VARIANT = {"b0": 0.8}
+_HPN_UNITS_BY_VARIANT = {"b1": 2}
+# Training: the per-frame SegFormer logits of every clip frame are scored too, at this weight.
+MRCFA_FRAME_LOSS_WEIGHT = 0.5
+
+
+def default_keep_ratio(variant: str) -> float:
+    return _KEEP_RATIO_BY_VARIANT.get(variant, DEFAULT_KEEP_RATIO)
+
+
+def default_hpn_units(variant: str) -> int:
+    return _HPN_UNITS_BY_VARIANT.get(variant, DEFAULT_HPN_UNITS)
+
 
 # Hard-coded early-frame clips of the official VSPW test set (`CustomDataset_video2`).
 _EARLY_REFERENCES = {3: [0, 1, 2], 4: [0, 2, 3], 5: [0, 2, 4], 6: [0, 2, 4], 7: [0, 3, 5], 8: [0, 3, 6]}
@@ -167,7 +187,7 @@ class MRCFAHead(CrossFrameAffinityMixin, SegFormerHead):
     """The official head: SegFormer head (fused map at stride 4) + the temporal part."""
 
     def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
-                 hpn_units: int = 1, keep_ratio: float = 0.5) -> None:
+                 hpn_units: int = DEFAULT_HPN_UNITS, keep_ratio: float = DEFAULT_KEEP_RATIO) -> None:
         super().__init__(in_channels, embed_dim, num_classes, dropout)
         self.add_temporal(in_channels, embed_dim, num_classes, dropout, hpn_units, keep_ratio)
 
@@ -186,7 +206,7 @@ class MRCFALiteHead(CrossFrameAffinityMixin, LiteFusionHead):
     temporal part; the fused map is its own stride-8 map."""
 
     def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
-                 hpn_units: int = 1, keep_ratio: float = 0.5) -> None:
+                 hpn_units: int = DEFAULT_HPN_UNITS, keep_ratio: float = DEFAULT_KEEP_RATIO) -> None:
         super().__init__(in_channels[1:], embed_dim, num_classes, dropout)
         self.add_temporal(in_channels, embed_dim, num_classes, dropout, hpn_units, keep_ratio)
 
@@ -209,6 +229,9 @@ class MRCFA(Segmentor):
     temporal = True
     output_stride = 4
     num_clips = 4  # 3 references + the target; other clip lengths fall back to per-frame output
+    fixed_offsets = True  # the references are exactly t + dilation
+    trains_on_clip_labels = True  # every clip frame's per-frame logits are scored in training
+    frame_loss_weight = MRCFA_FRAME_LOSS_WEIGHT
 
     backbone: nn.Module
     decode_head: MRCFAHead | MRCFALiteHead
@@ -216,7 +239,18 @@ class MRCFA(Segmentor):
     def __init__(self, num_classes: int, dilation: Sequence[int] = MRCFA_DILATION) -> None:
         super().__init__(num_classes)
         self.dilation = check_dilation(dilation)
-        self.history = -self.dilation[0]  # frames a session keeps: the oldest reference
+
+    def clip_offsets(self) -> tuple[int, ...]:
+        return tuple(self.dilation)
+
+    @property
+    def history(self) -> int:
+        return -self.dilation[0]  # frames a session keeps: the oldest reference
+
+    @property
+    def priming_frames(self) -> int:
+        # Steady state starts at the first frame with references (official offsets: t = 3).
+        return next(t for t in range(self.history + 1) if self.reference_indices(t))
 
     def reference_indices(self, t: int) -> list[int]:
         return mrcfa_reference_indices(t, self.dilation)
@@ -229,11 +263,18 @@ class MRCFA(Segmentor):
         return self.decode_head.classify(self.encode(images).fused)
 
     def _encode_clip(self, frames: torch.Tensor) -> tuple[FrameFeatures, ReferenceFeatures]:
-        b, t = frames.shape[:2]
+        return self._split_clip(self._encode_frames(frames), *frames.shape[:2])
+
+    def _encode_frames(self, frames: torch.Tensor) -> FrameFeatures:
+        """One batched backbone pass over all frames of the clips (B, T, 3, H, W) -> (B*T, ...)."""
+        t = frames.shape[1]
         if t != self.num_clips:
             raise ValueError(f"MRCFA clips have {self.num_clips} frames (3 references + target), got {t}")
         _check_frame_size(*frames.shape[-2:])
-        feats = self.encode(frames.flatten(0, 1))  # one batched backbone pass over all frames
+        return self.encode(frames.flatten(0, 1))
+
+    def _split_clip(self, feats: FrameFeatures, b: int, t: int) -> tuple[FrameFeatures, ReferenceFeatures]:
+        """Per-frame features (B*T, ...) -> the targets' features and their references' reductions."""
         per_clip = [x.unflatten(0, (b, t)) for x in feats]
         target = FrameFeatures(*(x[:, -1] for x in per_clip))
         refs = self.decode_head.reference_features(FrameFeatures(*(x[:, :-1].flatten(0, 1) for x in per_clip)))
@@ -256,6 +297,15 @@ class MRCFA(Segmentor):
         logits, mask = self.decode_head.temporal(target, refs)
         return MRCFAOutputs(logits, self.decode_head.classify(target.fused), mask)
 
+    def forward_train(self, frames: torch.Tensor) -> dict[str, Any]:
+        """The clip forward with one batched encode of all frames giving both the temporal output
+        and every frame's per-frame logits (no second backbone pass)."""
+        b, t = frames.shape[:2]
+        feats = self._encode_frames(frames)
+        frame_logits = self.decode_head.classify(feats.fused)  # before the temporal head: the dropout RNG order
+        logits, _ = self.decode_head.temporal(*self._split_clip(feats, b, t))
+        return {"logits": logits, "aux": [], "frame_logits": frame_logits, "frame_weight": self.frame_loss_weight}
+
     def new_session(self) -> MRCFASession:
         return MRCFASession(self)
 
@@ -267,9 +317,8 @@ class MRCFAMiT(MRCFA):
                  keep_ratio: float | None = None, hpn_units: int | None = None,
                  drop_path_rate: float = 0.1, dropout: float = 0.1, dilation: Sequence[int] = MRCFA_DILATION) -> None:
         super().__init__(num_classes, dilation)
-        # Official defaults by backbone: keep 80% of tokens for B0, 50% otherwise; two-unit HPN for B1 only.
-        keep_ratio = keep_ratio if keep_ratio is not None else (0.8 if variant == "b0" else 0.5)
-        hpn_units = hpn_units if hpn_units is not None else (2 if variant == "b1" else 1)
+        keep_ratio = keep_ratio if keep_ratio is not None else default_keep_ratio(variant)
+        hpn_units = hpn_units if hpn_units is not None else default_hpn_units(variant)
         self.backbone = mit(variant, drop_path_rate)
         self.decode_head = MRCFAHead(self.backbone.out_channels, embed_dim, num_classes, dropout,
                                      hpn_units, keep_ratio)
@@ -285,8 +334,9 @@ class MRCFAEffL0(MRCFA):
 
     output_stride = 8
 
-    def __init__(self, num_classes: int, embed_dim: int = 128, keep_ratio: float = 0.5, hpn_units: int = 1,
-                 dropout: float = 0.1, dilation: Sequence[int] = MRCFA_DILATION) -> None:
+    def __init__(self, num_classes: int, embed_dim: int = 128, keep_ratio: float = DEFAULT_KEEP_RATIO,
+                 hpn_units: int = DEFAULT_HPN_UNITS, dropout: float = 0.1,
+                 dilation: Sequence[int] = MRCFA_DILATION) -> None:
         super().__init__(num_classes, dilation)
         self.backbone = EfficientNetLite0()
         self.decode_head = MRCFALiteHead(self.backbone.out_channels, embed_dim, num_classes, dropout,
@@ -370,8 +420,8 @@ class MRCFASession(Session):
 
 def _register(variant: str) -> None:
     cfg = MIT_CONFIGS[variant]
-    keep_ratio = 0.8 if variant == "b0" else 0.5
-    hpn_units = 2 if variant == "b1" else 1
+    keep_ratio = default_keep_ratio(variant)
+    hpn_units = default_hpn_units(variant)
 
     @register_architecture(
         f"mrcfa-{variant}", family="mrcfa", temporal=True, baseline=f"segformer-{variant}",
@@ -390,7 +440,7 @@ for _v in MIT_CONFIGS:
     "mrcfa-effl0", family="mrcfa", temporal=True, baseline="effl0",
     description="MRCFA's cross-frame affinities on EfficientNet-Lite0 + fusion decoder (stride 8); "
                 "references t-9, t-6, t-3 (option dilation)",
-    embed_dim=128, keep_ratio=0.5, hpn_units=1, dilation=list(MRCFA_DILATION),
+    embed_dim=128, keep_ratio=DEFAULT_KEEP_RATIO, hpn_units=DEFAULT_HPN_UNITS, dilation=list(MRCFA_DILATION),
 )
 def _build_effl0(num_classes: int, **options) -> MRCFA:
     return MRCFAEffL0(num_classes, **options)

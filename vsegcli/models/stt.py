@@ -70,6 +70,10 @@ class STTMixin:
             radius=radius, query_ratio=query_ratio, s=s, e=e, eps=eps,
         )
 
+    def clip_offsets(self) -> tuple[int, ...]:
+        """The T frames before the target (any gaps: STT attends to whichever frames precede it)."""
+        return tuple(range(-self.stt.num_frames, 0))
+
     # Hooks for bases whose STT runs at another resolution than `features` (SegFormer).
     def stt_input(self, feature: torch.Tensor) -> torch.Tensor:
         return feature

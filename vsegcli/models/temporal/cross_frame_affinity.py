@@ -161,6 +161,11 @@ def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(2, index.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]))
 
 
+# The official module's defaults (MRCFA's MiT-B0 keeps 0.8 and B1 uses two units: models/mrcfa.py).
+DEFAULT_KEEP_RATIO = 0.5
+DEFAULT_HPN_UNITS = 1
+
+
 class HyperCorrelation(nn.Module):
     """`hypercorre_module` of the official head (class `hypercorre_topk2`)."""
 
@@ -168,7 +173,8 @@ class HyperCorrelation(nn.Module):
     #: (`_hpn_token_major`); others take the batched form of the official code. Equal up to rounding.
     token_major_devices: tuple[str, ...] = ("cpu",)
 
-    def __init__(self, dims: Sequence[int], hpn_units: int = 1, keep_ratio: float = 0.5, top_k: int = 5) -> None:
+    def __init__(self, dims: Sequence[int], hpn_units: int = DEFAULT_HPN_UNITS, keep_ratio: float = DEFAULT_KEEP_RATIO,
+                 top_k: int = 5) -> None:
         super().__init__()
         _, c2, c3, c4 = dims
         self.q1, self.q2, self.q3 = nn.Linear(c2, c2), nn.Linear(c3, c3), nn.Linear(c4, c4)

@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--output", default="segmented.mp4")
     args = parser.parse_args()
 
-    seg = api.load(checkpoint=args.checkpoint, device="auto")
+    seg = api.load(checkpoint=args.checkpoint, device="auto")  # an api.VideoSegmenter
     print(f"model: {seg.info.architecture} ({seg.info.source_format}) on {seg.predictor.device}")
 
     # 1. The whole pipeline: overlay video + label PNGs, decode/infer/encode on separate threads.

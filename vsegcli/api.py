@@ -1,7 +1,7 @@
 """The Python API: load a model once, then segment videos, image folders or single frames.
 
     from vsegcli import api
-    seg = api.load("weights/stt-effl0-camvid.safetensors", device="auto")
+    seg = api.load("weights/stt-effl0-camvid.safetensors", device="auto")   # a VideoSegmenter
     summary = seg.run("street.mp4", output="street_seg.mp4", labels_dir="street_labels")
     for index, labels in seg.iter_labels("street.mp4"):   # (H, W) uint8 class indices
         ...
@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, inference_size, select_device, stream
 from vsegcli.errors import VsegError
+from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, select_device, stream
 from vsegcli.runtime.render import Palette
 
 RANDOM_INIT_MODEL = "segformer-b0"
@@ -60,8 +60,14 @@ class ModelInfo:
         return dict(self.__dict__)
 
 
-class Segmenter:
-    """A loaded model plus its pre/post-processing on one device."""
+class VideoSegmenter:
+    """A loaded model, ready to segment videos: `run` (files out), `iter_labels` (arrays out),
+    `segment_frames`. Made by `load()`.
+
+    `predictor` is the `vsegcli.runtime.Predictor` underneath (model, device, precision, pre- and
+    post-processing); `info` says what was loaded. Not to be confused with
+    `vsegcli.models.base.Segmentor`, the network itself (`seg.predictor.model`).
+    """
 
     def __init__(self, predictor: Predictor, info: ModelInfo) -> None:
         self.predictor = predictor
@@ -151,7 +157,7 @@ class Segmenter:
         stats = stream(self.predictor, iter(reader), sinks, opacity=opacity, on_frame=on_frame)
         if stats.frames == 0:
             raise VsegError(f"{source}: no frames decoded (is --start beyond the end?)")
-        net_h, net_w = inference_size(info.height, info.width, self.predictor.size, self.predictor.model.size_divisor)
+        net_h, net_w = self.predictor.input_size(info.height, info.width)
         summary: dict[str, Any] = {
             "input": str(source),
             "output": str(output) if output is not None else None,
@@ -195,7 +201,7 @@ def load(
     label_set: str | None = None,
     frame_batch: int = 1,
     fold_bn: bool = True,
-) -> Segmenter:
+) -> VideoSegmenter:
     """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
 
     With neither, the shipped default checkpoint is used; until one ships, a randomly initialised
@@ -240,5 +246,10 @@ def load(
         size=size if size is not None else meta.input_size, classes=list(meta.classes),
     )
     predictor.frame_batch = int(frame_batch)
-    return Segmenter(predictor, info)
+    return VideoSegmenter(predictor, info)
+
+
+# Deprecated: the former name of `VideoSegmenter` (too close to `models.base.Segmentor`); kept so
+# existing scripts and isinstance checks work. New code: `VideoSegmenter`.
+Segmenter = VideoSegmenter
 

@@ -1,0 +1,149 @@
+"""The ffmpeg binary and its text: where it is, which flags this version takes, its stream listing
+and its error lines.
+
+ffmpeg's own log never reaches the terminal; `error_line` picks the line worth putting into a
+VsegError. Shared by the probe, the reader and the writer of this package.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio_ffmpeg
+
+from vsegcli.errors import VsegError
+
+
+class _DropRotationSizeWarning(logging.Filter):
+    # imageio-ffmpeg warns on every rotated video that the read size differs from the stored
+    # size; that is exactly what autorotation should do, so it is noise for our users.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_DropRotationSizeWarning())
+
+@dataclass
+class Stream:
+    index: int
+    kind: str  # "Video", "Audio", ...
+    codec: str
+    text: str  # the stream line after "Video: "/"Audio: "
+    side_data: str  # indented lines below the stream line (display matrix lives here)
+
+
+def ffmpeg_exe() -> str:
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:  # no bundled binary and none on PATH
+        raise VsegError(f"ffmpeg was not found ({exc}); reinstall imageio-ffmpeg") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _ffmpeg_major() -> int:
+    try:
+        m = re.match(r"n?(\d+)", imageio_ffmpeg.get_ffmpeg_version())
+        return int(m.group(1)) if m else 99
+    except Exception:
+        return 99
+
+
+def passthrough_args() -> list[str]:
+    # -fps_mode appeared in ffmpeg 5.1 and -vsync was removed in ffmpeg 8/9.
+    return ["-fps_mode", "passthrough"] if _ffmpeg_major() >= 5 else ["-vsync", "passthrough"]
+
+
+def error_line(stderr: str) -> str:
+    """The most telling line of an ffmpeg log, for a one-line error message."""
+    lines = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if "At least one output file must be specified" not in ln]
+    keys = ("error", "invalid", "not found", "no such", "corrupt", "unable", "failed", "could not")
+    for ln in reversed(lines):
+        if any(k in ln.lower() for k in keys):
+            return re.sub(r"^\[[^\]]*\]\s*", "", ln)
+    return re.sub(r"^\[[^\]]*\]\s*", "", lines[-1]) if lines else "no output from ffmpeg"
+
+
+def hwaccel_error_line(stderr: str) -> str:
+    """Why ffmpeg could not decode on the GPU, e.g. "Cannot load libcuda.so.1"."""
+    for ln in stderr.replace("\r", "\n").splitlines():
+        ln = ln.strip()
+        if ln.startswith("[") and re.search(r"cuda|device", ln, re.I):  # "[CUDA @ 0x..] ..." lines
+            return re.sub(r"^(\[[^\]]*\]\s*)+", "", ln)
+    return error_line(stderr)
+
+
+def split_top(text: str) -> list[str]:
+    """Split an ffmpeg stream description on ', ' outside parentheses/brackets."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur).strip())
+    return [p for p in parts if p]
+
+
+_STREAM_RE = re.compile(r"^\s*Stream #0:(\d+)\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
+
+
+def parse_streams(stderr: str) -> tuple[list[Stream], float | None]:
+    streams: list[Stream] = []
+    duration = None
+    in_input = False
+    current: Stream | None = None
+    for line in stderr.splitlines():
+        if line.startswith("Input #0"):
+            in_input = True
+            continue
+        if line.startswith(("Input #", "Output #", "Stream mapping")):
+            in_input = False
+            current = None
+            continue
+        if not in_input:
+            continue
+        m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", line)
+        if m:
+            duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+            continue
+        m = _STREAM_RE.match(line)
+        if m:
+            rest = m.group(3)
+            codec = re.split(r"[ ,]", rest.strip(), maxsplit=1)[0]
+            current = Stream(int(m.group(1)), m.group(2), codec, rest, "")
+            streams.append(current)
+        elif current is not None and line.startswith("    "):
+            current.side_data += line.strip() + "\n"
+    return streams, duration
+
+
+def run_ffmpeg_info(path: Path) -> str:
+    # `ffmpeg -i file` with no output prints the container/stream listing and exits 1.
+    try:
+        proc = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        raise VsegError(f"ffmpeg took over 60 s to open {path}; is it a regular video file?") from None
+    return proc.stderr.decode("utf-8", "replace")
+
+
+def popen_detached() -> dict:
+    # Keep Ctrl-C away from ffmpeg: we decide whether to finalize or abort the output.
+    if sys.platform.startswith("win"):
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}

@@ -1,0 +1,212 @@
+"""The streaming pipeline: decode -> infer -> sinks, each stage on its own thread.
+
+    decode thread --(bounded queue)--> inference (caller's thread) --(bounded queues)--> sinks
+                                                                       video encoder
+                                                                       label PNG writer
+                                                                       extra sinks (report, ...)
+
+Frames go to the device once as uint8; resize, normalisation, the model, upsampling, argmax and
+overlay colouring all happen there (`Predictor`), and only uint8 labels / overlays come back.
+Each queue is bounded, so memory stays flat however long the video is, and a slow sink slows the
+run instead of piling frames up. Any stage's error stops the others; outputs are written under
+temporary names and only renamed into place when everything succeeded.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from vsegcli.runtime.predictor import Predictor
+from vsegcli.runtime.render import overlay
+from vsegcli.runtime.sinks import Sink, VideoSink
+
+QUEUE_DEPTH = 8
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stopped()
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while True:
+        if stop.is_set():
+            raise _Stopped()
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+_END = object()
+
+
+class _Thread(threading.Thread):
+    """A daemon thread that records its exception and sets the shared stop flag on failure."""
+
+    def __init__(self, name: str, target: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self._fn = target
+        self._stop_flag = stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._fn()
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+            self._stop_flag.set()
+
+
+class _SinkWorker:
+    def __init__(self, sink: Sink, stop: threading.Event) -> None:
+        self.sink = sink
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.stop = stop
+        self.thread = _Thread(f"sink-{type(sink).__name__}", self._loop, stop)
+        self.result: Any = None
+        self.busy_seconds = 0.0
+
+    def _loop(self) -> None:
+        while True:
+            item = _get(self.queue, self.stop)
+            if item is _END:
+                t0 = time.perf_counter()
+                self.result = self.sink.close()
+                self.busy_seconds += time.perf_counter() - t0
+                return
+            t0 = time.perf_counter()
+            self.sink.write(*item)
+            self.busy_seconds += time.perf_counter() - t0
+
+
+@dataclass
+class StageTimes:
+    decode_wait: float = 0.0  # time inference waited for decoded frames
+    inference: float = 0.0
+    sinks: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunStats:
+    frames: int
+    seconds: float
+    fps: float
+    times: StageTimes
+    sink_results: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sink_results"] = [str(r) if isinstance(r, Path) else r for r in self.sink_results]
+        return d
+
+
+def stream(
+    predictor: Predictor,
+    frames: Iterator[tuple[int, np.ndarray]],
+    sinks: list[Sink],
+    opacity: float = 0.5,
+    on_frame: Callable[[int], None] | None = None,
+) -> RunStats:
+    """Run every frame of `frames` through one session and hand the results to `sinks`.
+
+    With `predictor.frame_batch` = m > 1, m decoded frames go through the model together
+    (`Predictor.step_many`); sinks still get every frame in order.
+
+    On success every sink is closed (outputs renamed into place) and their results returned; on any
+    error or Ctrl-C every sink is aborted (temporary outputs removed) and the error re-raised.
+    """
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+
+    def decode() -> None:
+        for item in frames:
+            _put(decoded, item, stop)
+        _put(decoded, _END, stop)
+
+    decoder = _Thread("decode", decode, stop)
+    workers = [_SinkWorker(s, stop) for s in sinks]
+    need_overlay = any(isinstance(s, VideoSink) for s in sinks)
+    session = predictor.new_session()
+    times = StageTimes()
+    count = 0
+    t_start = time.perf_counter()
+    try:
+        decoder.start()
+        for w in workers:
+            w.thread.start()
+        pending: list[tuple[int, np.ndarray]] = []
+        ended = False
+        while not ended:
+            t0 = time.perf_counter()
+            item = _get(decoded, stop)
+            times.decode_wait += time.perf_counter() - t0
+            if item is _END:
+                ended = True
+            else:
+                pending.append(item)
+            if not pending or (len(pending) < predictor.frame_batch and not ended):
+                continue
+            t0 = time.perf_counter()
+            frames_dev = [predictor.upload(frame) for _, frame in pending]
+            labels_dev = predictor.step_many(session, frames_dev)
+            results = []
+            for (index, frame), frame_dev, labels in zip(pending, frames_dev, labels_dev):
+                blended = overlay(frame_dev, labels, predictor.palette, opacity).cpu().numpy() if need_overlay else None
+                results.append((index, frame, labels.cpu().numpy(), blended))
+            times.inference += time.perf_counter() - t0
+            pending = []
+            for result in results:
+                for w in workers:
+                    _put(w.queue, result, stop)
+                count += 1
+                if on_frame is not None:
+                    on_frame(count)
+        for w in workers:
+            _put(w.queue, _END, stop)
+        for w in workers:
+            w.thread.join()
+        if stop.is_set():
+            raise _Stopped()
+    except BaseException as exc:
+        stop.set()
+        threads = [decoder] + [w.thread for w in workers]
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout=5)
+        for w in workers:
+            try:
+                w.sink.abort()
+            except Exception:  # noqa: BLE001 - keep aborting the others, report the first error
+                pass
+        if isinstance(exc, _Stopped):  # another stage failed: raise its error, not ours
+            for t in threads:
+                if t.error is not None:
+                    raise t.error from None
+            raise RuntimeError("pipeline stopped without an error being recorded") from None
+        raise
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    seconds = time.perf_counter() - t_start
+    times.sinks = {type(w.sink).__name__: w.busy_seconds for w in workers}
+    return RunStats(count, seconds, count / seconds if seconds > 0 else 0.0, times, [w.result for w in workers])

@@ -201,7 +201,7 @@ def test_abort_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(VsegError, match="could not write the report .*r.html: No space left"):
         sink.close()
     monkeypatch.setattr(os, "replace", real_replace)
-    assert len(written) == 2 and all(n.endswith(".tmp") for n in written)  # both were complete...
+    assert len(written) == 2 and all(n.startswith(".") and ".part" in n for n in written)  # both were complete...
     assert list(tmp_path.iterdir()) == []  # ...and the failed write removed them itself
     sink.abort()
     assert list(tmp_path.iterdir()) == []

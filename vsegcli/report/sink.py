@@ -11,14 +11,14 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
 from vsegcli import __version__
 from vsegcli.errors import VsegError
-from vsegcli.io.fsutil import atomic_write, atomic_write_bytes
+from vsegcli.io.fsutil import atomic_write_files
 from vsegcli.io.jsonio import dumps, finite, jsonable
 from vsegcli.metrics.temporal_consistency import TemporalConsistency, TemporalConsistencyResult
 from vsegcli.report.document import REPORT_SCHEMA, report_paths, source_fps
@@ -113,7 +113,7 @@ class ConsistencySink:
 
     def abort(self) -> None:
         """Nothing to undo: the files appear only by rename when complete, and a failed write
-        removes its own temporaries (`io.fsutil.atomic_write`)."""
+        removes its own temporaries (`io.fsutil.atomic_write_files`)."""
 
     # ------------------------------------------------------------------ context
     def update_context(self, values: Mapping[str, Any]) -> None:
@@ -191,17 +191,9 @@ class ConsistencySink:
         if self._plots is None or fps != self._plots_fps:
             self._plots = render_plots(self._result, doc, self.palette, self._thumb)
             self._plots_fps = fps
-        page = render_html(doc, self._plots).encode("utf-8")
-        data = (dumps(doc, indent=1)).encode("utf-8")
-
-        def write_json_then_page(f: IO[bytes]) -> None:
-            f.write(data)
-            # The page is written and renamed while the JSON still sits under its temporary
-            # name: both are complete before either is renamed, and a failure removes both
-            # temporaries, so a crash never leaves a finished-looking pair that disagrees.
-            atomic_write_bytes(self.html_path, page)
-
+        page = render_html(doc, self._plots)
         try:
-            atomic_write(self.json_path, write_json_then_page)
+            # Both complete before either is renamed; a failure removes both temporaries.
+            atomic_write_files({self.html_path: page, self.json_path: dumps(doc, indent=1)})
         except OSError as exc:
             raise VsegError(f"could not write the report {self.html_path}: {exc.strerror or exc}") from None

@@ -4,64 +4,41 @@ A thin shell over `vsegcli.bench`: options -> `run_benchmarks` -> rich tables an
 """
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from vsegcli.cli._options import CONTEXT, check_json_file, command_line, device_option, emit_json, gpu_option, quiet_option
 from vsegcli.errors import VsegError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _canonical_command(opts: dict[str, Any]) -> str:
     """The command that reproduces this run, with every default made explicit."""
-    args = ["vseg", "bench", "--device", opts["device"], "--protocol", opts["protocol"]]
-    for m in opts["models"]:
-        args += ["--model", m]
-    if opts.get("checkpoint"):
-        args += ["--checkpoint", opts["checkpoint"]]
-    args += ["--size", ",".join(f"{h}x{w}" for h, w in opts["sizes"])]
-    args += ["--precision", ",".join(opts["precisions"]), "--batch", str(opts["batch"]),
-             "--frames", str(opts["frames"]), "--warmup", str(opts["warmup"]), "--classes", str(opts["classes"])]
-    if opts["repeat"] > 1:
-        args += ["--repeat", str(opts["repeat"])]
-    if opts.get("paired"):
-        args.append("--paired")
-    if opts["compile"]:
-        args += ["--compile"] + ([opts["compile"]] if opts["compile"] not in (True, "default") else [])
-    if opts["channels_last"]:
-        args.append("--channels-last")
-    if opts.get("threads"):
-        args += ["--threads", str(opts["threads"])]
-    if not opts["e2e"]:
-        args.append("--no-e2e")
-    if opts.get("hwaccel", "auto") != "auto" and opts["e2e"]:
-        args += ["--hwaccel", opts["hwaccel"]]
-    if opts.get("frame_batch", 1) != 1 and opts["e2e"]:
-        args += ["--frame-batch", str(opts["frame_batch"])]
-    if not opts.get("fold_bn", True):
-        args.append("--no-fold-bn")
-    if opts.get("host_allocator", "retain") != "retain":
-        args += ["--host-allocator", opts["host_allocator"]]
-    if opts.get("e2e_only"):
-        args.append("--e2e-only")
-    elif opts.get("input"):
-        args += ["--input", opts["input"]]
-    return shlex.join(args)
-
-
-def fmt_number(v: Any, digits: int = 2) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
+    e2e = opts["e2e"]
+    mode = opts["compile"]
+    return command_line(["vseg", "bench"], [
+        ("--device", opts["device"]), ("--protocol", opts["protocol"]), ("--model", list(opts["models"])),
+        ("--checkpoint", opts.get("checkpoint") or None),
+        ("--size", ",".join(f"{h}x{w}" for h, w in opts["sizes"])),
+        ("--precision", ",".join(opts["precisions"])), ("--batch", opts["batch"]), ("--frames", opts["frames"]),
+        ("--warmup", opts["warmup"]), ("--classes", opts["classes"]),
+        ("--repeat", opts["repeat"] if opts["repeat"] > 1 else None),
+        ("--paired", bool(opts.get("paired"))),
+        # --compile alone is torch's default mode; other modes are named
+        ("--compile", (True if mode in (True, "default") else mode) if mode else None),
+        ("--channels-last", bool(opts["channels_last"])),
+        ("--threads", opts.get("threads") or None),
+        ("--no-e2e", not e2e),
+        ("--hwaccel", opts["hwaccel"] if opts.get("hwaccel", "auto") != "auto" and e2e else None),
+        ("--frame-batch", opts["frame_batch"] if opts.get("frame_batch", 1) != 1 and e2e else None),
+        ("--no-fold-bn", not opts.get("fold_bn", True)),
+        ("--host-allocator", opts["host_allocator"] if opts.get("host_allocator", "retain") != "retain" else None),
+        ("--e2e-only", bool(opts.get("e2e_only"))),
+        ("--input", opts["input"] if opts.get("input") and not opts.get("e2e_only") else None),
+    ])
 
 
 def _fps(v: float | None) -> str:
@@ -73,6 +50,8 @@ def _fps(v: float | None) -> str:
 def render_tables(result: dict[str, Any], console: Any) -> None:
     """The three tables (model-only, streaming vs naive, end-to-end) on a rich console."""
     from rich.table import Table
+
+    from vsegcli.bench.table import fmt_number
 
     settings = result["settings"]
     machine = result["machine"]
@@ -163,29 +142,9 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
         console.print(f"source: {pipes[0].get('source', '')}")
 
 
-def _write_json(result: dict[str, Any], target: str) -> None:
-    text = json.dumps(result, indent=2, default=str)
-    if target == "-":
-        click.echo(text)
-        return
-    path = Path(target)
-    if path.is_dir():
-        raise VsegError(f"--json {path} is a folder; give a file name such as bench.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temporary name + rename: an interrupted run never leaves a JSON that looks finished.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @click.command("bench", context_settings=CONTEXT)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--gpu", type=click.IntRange(min=0), help="Alias for --device cuda:N.")
+@device_option()
+@gpu_option()
 @click.option("--model", "-m", "models", multiple=True,
               help="Architecture(s) to measure (repeat or comma-separate; see `vseg models`). Default: mrcfa-b0.")
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path),
@@ -232,7 +191,7 @@ def _write_json(result: dict[str, Any], target: str) -> None:
                    "CPU steps do not page-fault their activations back in every frame; system: C library defaults "
                    "(to measure what retain buys).")
 @click.option("--json", "json_out", metavar="FILE", help="Write all results + machine + command as JSON ('-' for stdout).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress, notes or tables on the terminal.")
+@quiet_option("No progress, notes or tables on the terminal.")
 def bench(**options: Any) -> None:
     """Measure speed honestly: model-only latency, streaming vs naive recompute, end to end.
 
@@ -249,11 +208,7 @@ def bench(**options: Any) -> None:
       vseg bench --gpu 0 -m segformer-b0 --protocol upstream --no-e2e
       vseg bench --device cpu -m segformer-b0 --size 256x448 --frames 10
     """
-    try:
-        _bench(**options)
-    except VsegError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+    _bench(**options)  # a VsegError becomes one line and exit 2 in the `vseg` group
 
 
 def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
@@ -265,12 +220,14 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     from rich.console import Console
 
     from vsegcli import bench as B
+    from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+    from vsegcli.runtime import resolve_device
     from vsegcli.io.hostmem import configure_host_allocator, requested_mode
     from vsegcli.models import get_architecture
 
     host_allocator = requested_mode(host_allocator)
     allocator_state = configure_host_allocator(host_allocator)  # before any model or frame is allocated
-    dev, device_note = B.resolve_device(device, gpu)
+    dev, device_note = resolve_device(device, gpu)
     if threads:
         torch.set_num_threads(threads)
     if no_e2e and e2e_only:
@@ -279,7 +236,7 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
         raise VsegError("--protocol upstream is batch 1 (as mmseg's benchmark.py); drop --batch")
     model_names = B.parse_list(models)
     given: dict[str, Any] = {}
-    mean, std = B.IMAGENET_MEAN, B.IMAGENET_STD
+    mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     if checkpoint is not None:
         from vsegcli.checkpoints import load_checkpoint
 
@@ -304,8 +261,8 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     n_frames, n_warmup, count_note = B.default_counts(dev, frames, warmup, protocol)
     if input_path is not None and not input_path.exists():
         raise VsegError(f"{input_path}: no such video")
-    if json_out and json_out != "-" and Path(json_out).is_dir():  # say so before a long run, not after
-        raise VsegError(f"--json {json_out} is a folder; give a file name such as bench.json")
+    if json_out and json_out != "-":
+        check_json_file(json_out)  # a folder: say so before a long run, not after
 
     err = Console(stderr=True)
     tables_to = Console(stderr=True) if json_out == "-" else Console()
@@ -327,11 +284,13 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
             err.print(f"[dim]measuring {msg}[/]")
 
     load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    results = B.run_benchmarks(
-        model_names, size_list, prec_list, dev, n_frames, n_warmup, batch, protocol, classes, use_compile,
-        channels_last, repeat, not no_e2e, input_path, given, mean, std, log, model_only=not e2e_only,
-        paired=paired, hwaccel=hwaccel, frame_batch=frame_batch, fold_bn=not no_fold_bn,
+    config = B.BenchConfig(
+        models=model_names, sizes=size_list, precisions=prec_list, device=dev, frames=n_frames, warmup=n_warmup,
+        batch=batch, protocol=protocol, num_classes=classes, compile=use_compile, channels_last=channels_last,
+        repeat=repeat, e2e=not no_e2e, model_only=not e2e_only, paired=paired, input=input_path,
+        checkpoint_models=given, mean=mean, std=std, hwaccel=hwaccel, frame_batch=frame_batch, fold_bn=not no_fold_bn,
     )
+    results = B.run_benchmarks(config, log)
     opts = {"device": str(dev), "protocol": protocol, "models": model_names,
             "checkpoint": str(checkpoint) if checkpoint else None, "sizes": size_list, "precisions": prec_list,
             "batch": batch, "frames": n_frames, "warmup": n_warmup, "classes": classes, "repeat": repeat,
@@ -348,4 +307,4 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     if not quiet:
         render_tables(out, tables_to)
     if json_out:
-        _write_json(out, json_out)
+        emit_json(out, json_out)

@@ -1,20 +1,17 @@
 """`vseg eval`: score a checkpoint on CamVid, Cityscapes or VSPW with the papers' protocols."""
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
+from vsegcli.cli._options import (
+    CONTEXT, device_for, device_option, echo_json, emit_json, gpu_option, invoked_command_line, precision_option, quiet_option,
+)
 from vsegcli.data.datasets import DATASETS
 from vsegcli.errors import VsegError
-from vsegcli.io.fsutil import atomic_write_text
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _pct(v: float | None, scale: float = 100.0) -> str:
@@ -53,16 +50,6 @@ def _table(result: dict[str, Any]) -> Any:
     return table
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def _command_line() -> str:
-    argv0 = Path(sys.argv[0]).name if sys.argv else "vseg"
-    prog = "python -m vsegcli" if argv0 == "__main__.py" else argv0
-    return shlex.join([prog, *sys.argv[1:]])
-
-
 @click.command("eval", context_settings=CONTEXT)
 @click.option("--dataset", required=True, type=click.Choice(DATASETS, case_sensitive=False),
               help="Dataset layout and classes: camvid (11), cityscapes (19), vspw (124).")
@@ -72,10 +59,9 @@ def _command_line() -> str:
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
 @click.option("--checkpoint", "-c", metavar="FILE|hf://REPO", help="Checkpoint to evaluate (any format vseg reads).")
 @click.option("--model", "-m", help="Architecture name. Alone: random weights with the dataset's classes (pipeline check).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK).")
-@click.option("--gpu", type=click.IntRange(min=0), help="Alias for --device cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"], case_sensitive=False), default="fp32",
-              show_default=True)
+@device_option("auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK).")
+@gpu_option()
+@precision_option()
 @click.option("--size", type=click.IntRange(min=32),
               help="Inference short side. Default: the checkpoint's; VSPW: the official fit-into-853x480 rule.")
 @click.option("--tc", is_flag=True, help="Also measure temporal consistency (optical-flow warped, per sequence).")
@@ -86,7 +72,7 @@ def _command_line() -> str:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stream at most N frames per sequence (quick checks).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write every number (+ model, dataset, command) as JSON to this file; '-' for stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes on stderr.")
+@quiet_option("No progress bar or notes on stderr.")
 def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, model: str | None, device: str,
              gpu: int | None, precision: str, size: int | None, tc: bool, mvc: bool | None,
              save_predictions: Path | None, max_sequences: int | None, max_frames: int | None,
@@ -113,8 +99,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
     from vsegcli.runtime.progress import FrameProgress
     from vsegcli.evaluate import evaluate, init_distributed, load_for_dataset
 
-    if gpu is not None:
-        device = f"cuda:{gpu}"
+    device = device_for(device, gpu)
     if not data_root.is_dir():
         raise VsegError(f"--data-root {data_root}: no such folder")
     rank, world, device = init_distributed(device)
@@ -152,18 +137,18 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
                 progress.stop()
         if not lead:
             return
-        result["command"] = _command_line()
+        result["command"] = invoked_command_line()
         result["model"] = {**(result.get("model") or {}), "precision": precision, "size": size}
-        if json_path is not None and str(json_path) != "-":
-            _write_json(json_path, result)
         to_stdout_json = json_path is not None and str(json_path) == "-"
+        if json_path is not None and not to_stdout_json:
+            emit_json(result, json_path)
         out = Console(stderr=to_stdout_json)  # the table is the result: stdout, unless JSON goes there
         if not out.is_terminal:
             out.width = max(out.width, 100)
         if not (to_stdout_json and quiet):
             out.print(_table(result))
         if to_stdout_json:
-            click.echo(json.dumps(result, indent=2))
+            echo_json(result)
         elif json_path is not None and not quiet:
             console.print(f"results: {json_path}")
     finally:

@@ -1,13 +1,13 @@
 """`vseg report ...`: read consistency reports (report.json) written by `vseg run --report`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from vsegcli.cli._options import CONTEXT, echo_json, json_flag
+
 MAX_CLASS_ROWS = 20  # per-class rows in the table; --json has them all
 
 # (key in metrics, row label, "higher"/"lower" is better, shown as percent of a fraction?)
@@ -112,7 +112,7 @@ def _fmt(value: float | None, fraction: bool) -> str:
 
 @report.command("compare", context_settings=CONTEXT)
 @click.argument("reports", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable comparison on stdout.")
+@json_flag("Machine-readable comparison on stdout.")
 def compare(reports: tuple[Path, ...], as_json: bool) -> None:
     """Compare consistency reports side by side (the best value per row in green).
 
@@ -132,7 +132,7 @@ def compare(reports: tuple[Path, ...], as_json: bool) -> None:
     if result["warnings"]:
         click.echo("warning: runs differ: " + "; ".join(result["warnings"]) + " — compare with care", err=True)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        echo_json(result)
         return
     from rich.console import Console
     from rich.table import Table

@@ -1,14 +1,13 @@
 """`vseg train`: options -> `vsegcli.train.TrainConfig` -> `vsegcli.train.train`."""
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from vsegcli.cli._options import CONTEXT, command_line, device_option, given_options, quiet_option
 
 # CLI option name -> TrainConfig field, for options whose names differ.
 _FIELD = {"no_flip": "flip", "no_jitter": "photometric"}
@@ -82,10 +81,10 @@ def _dilation(ctx: click.Context, param: click.Parameter, value: str | None) -> 
                    "Frozen BatchNorm keeps its statistics.")
 @click.option("--no-flip", is_flag=True, help="No random horizontal flips.")
 @click.option("--no-jitter", is_flag=True, help="No photometric distortion.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: the local rank's GPU).")
+@device_option("auto, cpu, cuda or cuda:N (torchrun: the local rank's GPU).")
 @click.option("--workers", type=click.IntRange(min=0), help="Data-loading processes per training process. Default: min(4, CPUs).")
 @click.option("--json-log", is_flag=True, help="Also print the log records (JSON lines) on stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
+@quiet_option("No progress or messages on stderr.")
 @click.pass_context
 def train(ctx: click.Context, **options: Any) -> None:
     """Train a model (per-frame or temporal) on CamVid, Cityscapes or VSPW.
@@ -123,7 +122,8 @@ def train(ctx: click.Context, **options: Any) -> None:
         fields["dataset"] = fields["dataset"].lower()
         if "dataset" in explicit:
             explicit["dataset"] = fields["dataset"]
-    command = _command_line(ctx, options)
+    # The options given, as a command line: the checkpoints' provenance.
+    command = command_line(["vseg", "train"], given_options(ctx, options, join={"dilation": ","}))
 
     if options["resume"]:
         explicit.pop("resume", None)
@@ -136,26 +136,6 @@ def train(ctx: click.Context, **options: Any) -> None:
                             "(or --resume to continue the run in --out)")
         cfg = TrainConfig(**fields, command=command)
     run_training(cfg)
-
-
-def _command_line(ctx: click.Context, options: dict[str, Any]) -> str:
-    """The options given, as a command line (for the checkpoints' provenance)."""
-    words = ["vseg", "train"]
-    for param in ctx.command.params:
-        name = param.name or ""
-        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-            continue
-        flag = max(getattr(param, "opts", [""]), key=len)
-        value = options[name]
-        if isinstance(param, click.Option) and param.is_flag:
-            words.append(flag)
-        elif isinstance(param, click.Option) and param.multiple:
-            for v in value:
-                words += [flag, str(v)]
-        else:
-            sep = "," if name == "dilation" else "x"
-            words += [flag, sep.join(map(str, value)) if isinstance(value, tuple) else str(value)]
-    return shlex.join(words)
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,38 @@
+"""`vseg convert`: any checkpoint vseg reads -> vseg's .safetensors format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vsegcli.cli._options import CONTEXT
+from vsegcli.errors import VsegError
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--half", is_flag=True, help="Store weights as fp16 (half the size; loads back as fp32).")
+@click.option("--model", "-m", "architecture", help="Architecture, when it cannot be detected from the keys.")
+@click.option("--label-set", type=click.Choice(["cityscapes", "camvid", "vspw"]), help="Class names and colours to record.")
+@click.option("--input-size", type=click.IntRange(min=32), help="Default inference short side to record.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
+def convert(src: Path, dst: Path, half: bool, architecture: str | None, label_set: str | None,
+            input_size: int | None, overwrite: bool) -> None:
+    """Convert a checkpoint (HF, NVlabs/mmseg, official MRCFA, vseg) to vseg's .safetensors format.
+
+    \b
+    Examples:
+      vseg convert mrcfa_b1_vspw.pth weights/mrcfa-b1-vspw.safetensors --half
+      vseg convert segformer-b0-cityscapes/ segformer-b0.safetensors --input-size 1024
+    """
+    from vsegcli.checkpoints import convert_checkpoint, load_checkpoint
+
+    if not src.exists():
+        raise VsegError(f"{src}: no such file or folder")
+    if dst.exists() and not overwrite:
+        raise VsegError(f"{dst} already exists; pass --overwrite to replace it")
+    out = convert_checkpoint(src, dst, half=half, architecture=architecture, label_set=label_set,
+                             input_size=input_size)
+    meta = load_checkpoint(out).meta  # read back: proves the written file loads
+    click.echo(f"{out}: {meta.architecture}, {meta.num_classes} classes, label set {meta.label_set or 'custom'}", err=True)

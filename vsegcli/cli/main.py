@@ -1,0 +1,58 @@
+"""The `vseg` group: every command registered in one place, user errors turned into one line.
+
+User errors (`VsegError`) print one line and exit 2; Ctrl-C exits 130 after removing partial
+outputs; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from vsegcli import __version__
+from vsegcli.cli._options import CONTEXT
+from vsegcli.cli.bench import bench
+from vsegcli.cli.convert import convert
+from vsegcli.cli.eval import eval_cmd
+from vsegcli.cli.models import models
+from vsegcli.cli.report import report
+from vsegcli.cli.run import run
+from vsegcli.cli.train import train
+from vsegcli.errors import VsegError
+
+
+class VsegGroup(click.Group):
+    """A click group that is the one place where user errors and Ctrl-C become exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VsegError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: partial outputs were removed.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=VsegGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="vseg")
+def cli() -> None:
+    """Video semantic segmentation with temporal models (STT, MRCFA).
+
+    \b
+    Examples:
+      vseg run street.mp4 -o street_seg.mp4
+      vseg run clip.mp4 --checkpoint mrcfa_b1.pth --labels-dir labels/ --no-video
+      vseg models
+    """
+
+
+# Registration order is the order of `vseg --help`'s command list (click sorts it by name anyway).
+for _command in (run, models, convert, report, bench, train, eval_cmd):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """The console script `vseg` and `python -m vsegcli`."""
+    cli(prog_name="vseg")

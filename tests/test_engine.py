@@ -13,6 +13,8 @@ from vsegcli.runtime import (
     Predictor,
     inference_size,
     logits_to_labels,
+    normalise_pixels,
+    resolve_device,
     select_device,
     stream,
 )
@@ -86,6 +88,31 @@ def test_select_device():
             select_device("cuda:0")
         with pytest.raises(VsegError):
             select_device(1)
+
+
+def test_resolve_device_gpu_flag_and_note():
+    dev, note = resolve_device("cpu")
+    assert dev.type == "cpu" and note is None
+    if not torch.cuda.is_available():
+        dev, note = resolve_device("auto")
+        assert dev.type == "cpu" and "no CUDA device" in note
+        with pytest.raises(VsegError, match="CUDA is not available"):
+            resolve_device("auto", gpu=0)
+    with pytest.raises(VsegError, match="disagree"):
+        resolve_device("cuda:1", gpu=0)
+
+
+def test_normalise_pixels_any_layout_and_the_predictor_uses_it():
+    torch.manual_seed(1)
+    frames = torch.randint(0, 256, (2, 4, 3, 5, 6), dtype=torch.uint8)  # (B, T, 3, H, W), as training has
+    out = normalise_pixels(frames, MEAN, STD)
+    for c in range(3):
+        assert torch.allclose(out[:, :, c], (frames[:, :, c].float() - MEAN[c]) / STD[c])
+    assert out.dtype == torch.float32
+    pred = make_predictor()
+    frame = torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8)  # already a multiple of 32: no resize
+    assert torch.equal(pred.prepare(frame), normalise_pixels(frame.permute(2, 0, 1)[None], MEAN, STD))
+    assert pred.predictor is pred  # evaluate() reads `.predictor` from a Predictor or an api.VideoSegmenter
 
 
 def test_stream_labels_match_direct_inference():
@@ -189,3 +216,14 @@ def test_overlay_only_computed_when_a_video_sink_exists():
     sink = ListSink()
     stream(make_predictor(), frames(2), [sink])
     assert all(b is None for _, _, b in sink.items)
+
+
+def test_api_load_gives_a_video_segmenter_over_a_predictor():
+    from vsegcli import api
+
+    seg = api.load(model="effl0", device="cpu", label_set="camvid")
+    assert type(seg) is api.VideoSegmenter and api.Segmenter is api.VideoSegmenter  # the old name still works
+    assert isinstance(seg.predictor, Predictor) and seg.predictor.predictor is seg.predictor
+    frame = np.zeros((40, 56, 3), np.uint8)
+    (labels,) = seg.segment_frames([frame])
+    assert labels.shape == (40, 56) and labels.dtype == np.uint8 and labels.max() < 11

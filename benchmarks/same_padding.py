@@ -44,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     size = B.parse_size(args.size)
-    pool = B._frame_pool(size, 1, device)
+    pool = B.frame_pool(size, 1, device)
     steppers = {}
     for name in B.parse_list(args.models):
         for variant in ("padded copy", "in-conv"):
@@ -54,7 +54,7 @@ def main() -> None:
                     if isinstance(m, SameConv2d):
                         m.forward = types.MethodType(padded_copy_forward, m)
             step = B.Stepper(model, "session", device)
-            step.prime([pool[i % len(pool)] for i in range(B._history(model) + 3)])
+            step.prime([pool[i % len(pool)] for i in range(model.priming_frames + 3)])
             steppers[(name, variant)] = step
     times = {k: [] for k in steppers}
     labels = {}

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vsegcli.cli.bench import fmt_number
+from vsegcli.bench.table import fmt_number
 
 
 def _f(v: Any, digits: int = 1) -> str:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from vsegcli import bench as B
 from vsegcli.cli import cli
+from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from vsegcli.runtime import Predictor
 from vsegcli.errors import VsegError
 from vsegcli.data.labels import label_set_for
@@ -124,7 +125,7 @@ def test_stepper_matches_the_engine_predictor():
     """Model-only pre/post-processing is the engine's: same labels as Predictor.step."""
     model = B.build_bench_model("mrcfa-b0")
     palette = Palette.from_label_set(label_set_for(model.num_classes))
-    predictor = Predictor(model, B.IMAGENET_MEAN, B.IMAGENET_STD, palette, CPU)
+    predictor = Predictor(model, IMAGENET_MEAN, IMAGENET_STD, palette, CPU)
     p_session = predictor.new_session()
     stepper = B.Stepper(model, "session", CPU)
     for f in _frames(5, seed=2):
@@ -162,7 +163,7 @@ def test_compile_failure_is_a_skipped_row(monkeypatch):
         model.backbone.forward = fail
         return "torch.compile (broken on purpose)"
 
-    monkeypatch.setattr(B, "_apply_compile", broken)
+    monkeypatch.setattr("vsegcli.bench.timing.apply_compile", broken)  # where the timing loop looks it up
     row = B.bench_model("segformer-b0", SIZE, "fp32", "cpu", frames=2, warmup=1, compile=True)
     assert row["status"] == "skipped" and "inductor says no" in row["note"] and "more detail" not in row["note"]
 
@@ -174,15 +175,15 @@ def test_compile_modes_reach_torch_compile():
     model = B.build_bench_model("effl0", 11)
     calls = []
     model.backbone.compile = lambda **kw: calls.append(kw)
-    assert "mode reduce-overhead" in B._apply_compile(model, "reduce-overhead")
-    B._apply_compile(model, "reduce-overhead")  # already compiled: not again
+    assert "mode reduce-overhead" in B.apply_compile(model, "reduce-overhead")
+    B.apply_compile(model, "reduce-overhead")  # already compiled: not again
     assert calls == [{"mode": "reduce-overhead"}]
     other = B.build_bench_model("effl0", 11)
     other.backbone.compile = lambda **kw: calls.append(kw)
-    B._apply_compile(other, True)
+    B.apply_compile(other, True)
     assert calls[-1] == {"mode": None}  # torch's default mode
     with pytest.raises(VsegError, match="unknown compile mode"):
-        B._apply_compile(B.build_bench_model("effl0", 11), "fastest")
+        B.apply_compile(B.build_bench_model("effl0", 11), "fastest")
     opts = {"device": "cuda:0", "protocol": "vseg", "models": ["mrcfa-b0"], "sizes": [(480, 864)],
             "precisions": ["bf16"], "batch": 1, "frames": 200, "warmup": 5, "classes": 19, "repeat": 1,
             "compile": "reduce-overhead", "channels_last": False, "e2e": True, "frame_batch": 4, "hwaccel": "none"}
@@ -211,8 +212,9 @@ def test_checkpoint_models_are_folded_like_built_ones(fold_bn):
     from torch import nn
 
     given = B.build_bench_model("effl0", fold_bn=False)  # as `vseg bench -c` loads a checkpoint
-    out = B.run_benchmarks(["effl0"], [(64, 96)], ["fp32"], torch.device("cpu"), frames=1, warmup=0, e2e=False,
-                           checkpoint_models={"effl0": given}, fold_bn=fold_bn)
+    config = B.BenchConfig(models=["effl0"], sizes=[(64, 96)], precisions=["fp32"], device=torch.device("cpu"),
+                           frames=1, warmup=0, e2e=False, checkpoint_models={"effl0": given}, fold_bn=fold_bn)
+    out = B.run_benchmarks(config)
     assert out["model_only"][0]["status"] == "ok"
     assert any(isinstance(m, nn.BatchNorm2d) for m in given.modules()) is not fold_bn
 
@@ -265,7 +267,7 @@ def test_cli_tables_and_json_file(tmp_path):
     assert "Model only" in result.stdout and "skipped" in result.stdout
     data = json.loads(target.read_text())
     assert [r["status"] for r in data["model_only"]] == ["ok", "ok", "skipped", "skipped"]
-    assert data["pipeline"] == [] and not list(target.parent.glob(".*part"))
+    assert data["pipeline"] == [] and [p.name for p in target.parent.iterdir()] == ["bench.json"]  # no temporary left
 
 
 def test_cli_paired_ratios():
@@ -305,3 +307,9 @@ def test_cli_user_errors_exit_2():
         result = runner.invoke(cli, ["bench", "--device", "cpu", "--frames", "1", *args])
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("Error:")
+
+
+def test_fmt_number_is_the_library_cell_format():
+    from vsegcli.bench.table import fmt_number
+
+    assert (fmt_number(None), fmt_number(1.23456), fmt_number(2.5, 0), fmt_number(7)) == ("-", "1.23", "2", "7")

@@ -1,0 +1,103 @@
+"""What one process measures, and how processes under torchrun combine it.
+
+Sequences are dealt round-robin by rank. Confusion matrices (scores and TC) and flicker counts
+are integer sums (all_reduce); per-sequence records, mVC accumulators included, are gathered and
+merged in the global sequence order, so every number but the timings is bit-identical to a
+single-process run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vsegcli.metrics import ConfusionMatrix, VideoConsistency, all_reduce_
+
+__all__ = ["SequenceRecord", "Totals", "merge_across_ranks", "pooled_video_consistency"]
+
+
+@dataclass
+class SequenceRecord:
+    """One sequence's results: small, picklable, gathered across ranks."""
+
+    index: int  # position in the (global) sequence list
+    name: str
+    streamed: int  # frames through the model
+    scored: int  # annotated frames scored
+    frame_size: tuple[int, int]
+    input_size: tuple[int, int]
+    miou: float | None
+    pixel_accuracy: float | None
+    tc: float | None = None
+    vc: VideoConsistency | None = None
+    inference_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "frames_streamed": self.streamed,
+            "frames_scored": self.scored,
+            "frame_size": list(self.frame_size),
+            "input_size": list(self.input_size),
+            "miou": self.miou,
+            "pixel_accuracy": self.pixel_accuracy,
+            "tc": self.tc,
+        }
+
+
+@dataclass
+class Totals:
+    """Integer sums over this rank's sequences (all_reduce'd across ranks)."""
+
+    tc_confusion: np.ndarray
+    flicker_changed: int = 0
+    flicker_pixels: int = 0
+    tc_pairs: int = 0
+    flow_methods: set[str] = field(default_factory=set)
+
+
+def merge_across_ranks(
+    cm: ConfusionMatrix,
+    totals: Totals,
+    records: list[SequenceRecord],
+    stats: dict[str, Any],
+    world_size: int,
+) -> tuple[list[SequenceRecord], list[dict[str, Any]]]:
+    """Sum `cm` and `totals` over all ranks in place; return every rank's records and stats.
+
+    Every rank must call it (collective operations)."""
+    import torch.distributed as dist
+
+    all_reduce_(cm)
+    counts = torch.from_numpy(np.concatenate([
+        totals.tc_confusion.reshape(-1),
+        np.array([totals.flicker_changed, totals.flicker_pixels, totals.tc_pairs], dtype=np.int64),
+    ]))
+    if dist.get_backend() == "nccl":
+        counts = counts.cuda()
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    counts_np = counts.cpu().numpy()
+    n = totals.tc_confusion.size
+    totals.tc_confusion[:] = counts_np[:n].reshape(totals.tc_confusion.shape)
+    totals.flicker_changed, totals.flicker_pixels, totals.tc_pairs = (int(v) for v in counts_np[n:])
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, (records, stats, sorted(totals.flow_methods)))
+    merged: list[SequenceRecord] = []
+    all_stats: list[dict[str, Any]] = []
+    for recs, st, methods in gathered:
+        merged.extend(recs)
+        all_stats.append(st)
+        totals.flow_methods.update(methods)
+    return merged, all_stats
+
+
+def pooled_video_consistency(records: list[SequenceRecord], windows: tuple[int, ...]) -> VideoConsistency:
+    """The sequences' mVC accumulators merged in `records`' order (the global sequence order:
+    the same float sums as one process)."""
+    pooled = VideoConsistency(windows)
+    for r in records:
+        if r.vc is not None:
+            pooled.merge(r.vc)
+    return pooled

@@ -29,6 +29,7 @@ from vsegcli.train import (
     TrainForward,
     augment_clip,
     clip_positions,
+    clip_spec_for,
     lr_factor,
     median_frequency_weights,
     param_groups,
@@ -222,6 +223,45 @@ def test_mrcfa_training_forward_matches_the_model() -> None:
         per_frame = model.forward_frame(frames[0])
     torch.testing.assert_close(out["logits"], ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out["frame_logits"], per_frame, rtol=1e-4, atol=1e-4)
+    assert out["frame_weight"] == 0.5 and out["aux"] == []
+
+
+def test_clip_specs_come_from_the_models() -> None:
+    """Training clips follow what each model says about time: MRCFA its fixed reference offsets,
+    STT T earlier frames with random gaps, a per-frame model the target alone."""
+    from vsegcli.models import build_model
+
+    with torch.device("meta"):
+        mrcfa = build_model("mrcfa-effl0", 11, dilation=[-3, -2, -1])
+        stt = build_model("stt-effl0", 11, num_frames=2)
+        per_frame = build_model("effl0", 11)
+    assert clip_spec_for(mrcfa, "camvid", 2) == ClipSpec(offsets=(-3, -2, -1))
+    assert (mrcfa.history, mrcfa.priming_frames, mrcfa.trains_on_clip_labels) == (3, 1, True)
+    assert clip_spec_for(stt, "camvid", 3) == ClipSpec(num_prev=2, max_gap=3)
+    assert (stt.clip_offsets(), stt.history, stt.trains_on_clip_labels) == ((-2, -1), 2, False)
+    assert clip_spec_for(per_frame, "camvid", 2) == ClipSpec() and per_frame.history == 0
+
+
+def test_backbone_weights_load_through_the_backbone(tmp_path: Path) -> None:
+    """--backbone-weights FILE goes to the backbone's own loader: a MiT file by names (a prefix
+    dropped), a file of another MiT size is refused; provenance records the file."""
+    from safetensors.torch import save_file
+
+    from vsegcli.models import build_model
+    from vsegcli.train import initialise
+
+    torch.manual_seed(0)
+    source = build_model("segformer-b0", 11).backbone
+    path = tmp_path / "mit_b0.safetensors"
+    save_file({f"backbone.{k}": v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    model = build_model("segformer-b0", 11)
+    cfg = TrainConfig("segformer-b0", "camvid", tmp_path, tmp_path, backbone_weights=str(path))
+    notes: list[str] = []
+    assert initialise(model, cfg, notes.append) == {"init": f"imagenet:{path}"}
+    for k, v in source.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v)
+    with pytest.raises(VsegError, match="MiT-B1 encoder"):
+        initialise(build_model("segformer-b1", 11), cfg, notes.append)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ those offsets, or any earlier frames in time order), `history` (frames a session
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -59,6 +59,12 @@ class Segmentor(nn.Module):
     def priming_frames(self) -> int:
         """Frames a session must have stepped before a step costs what steady state costs."""
         return self.history
+
+    def start_new_parts(self, new_keys: Sequence[str]) -> str | None:
+        """After a checkpoint of another architecture was loaded by matching names, `new_keys`
+        were left as initialised: set them so the model starts where the checkpoint was, if the
+        family knows how. Returns a note saying what it did, or None."""
+        return None
 
     def forward_train(self, frames: torch.Tensor) -> dict[str, Any]:
         """The training forward of a clip (B, T, 3, H, W), target last: {"logits": the target's

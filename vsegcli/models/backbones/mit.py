@@ -9,10 +9,14 @@ GPU, same math as softmax(q·kᵀ/√d)·v).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vsegcli.models.backbones.pretrained import PretrainedBackbone
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,11 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), h, w))
 
 
-class MixVisionTransformer(nn.Module):
+class MixVisionTransformer(PretrainedBackbone, nn.Module):
     """Returns four feature maps (B, C_i, H/s_i, W/s_i) at strides 4, 8, 16, 32."""
+
+    pretrained_hint = "NVlabs mit_b0.pth"
+    pretrained_strict = True  # a partial encoder is a wrong file (another MiT size), not a start
 
     def __init__(self, cfg: MiTConfig, in_chans: int = 3, drop_path_rate: float = 0.1) -> None:
         super().__init__()
@@ -156,6 +163,11 @@ class MixVisionTransformer(nn.Module):
             x = x.transpose(1, 2).reshape(b, -1, h, w)
             outs.append(x)
         return outs
+
+    def _mismatch(self, path: Path, missing: Sequence[str]) -> str:
+        name = next((f"MiT-{v.upper()}" for v, c in MIT_CONFIGS.items() if c == self.cfg), "MiT")
+        return (f"{path} does not match the {name} encoder ({len(missing)} tensors missing, e.g. {missing[0]}); "
+                "give the NVlabs mit_{b0..b5}.pth of the same size")
 
 
 def mit(variant: str, drop_path_rate: float = 0.1) -> MixVisionTransformer:

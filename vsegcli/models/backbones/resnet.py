@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from vsegcli.errors import VsegError
+from vsegcli.models.backbones.pretrained import PretrainedBackbone
 
 
 class BasicBlock(nn.Module):
@@ -82,9 +84,11 @@ RESNET_CONFIGS: dict[int, ResNetConfig] = {
 }
 
 
-class ResNet(nn.Module):
+class ResNet(PretrainedBackbone, nn.Module):
     """Returns the four stage outputs (layer1..layer4) at strides 4, 8, 16, 32 (or capped at the
     requested output stride by dilation). No classifier: `fc` keys are dropped when loading."""
+
+    pretrained_hint = "torchvision resnet18-f37072fd.pth"
 
     conv_bn_pairs = (("conv1", "bn1"),)  # the stem; downsample Sequentials fold on their own
 
@@ -137,6 +141,13 @@ class ResNet(nn.Module):
             x = layer(x)
             outs.append(x)
         return outs
+
+    def load_pretrained(self, path: Path | None) -> str | None:
+        """A torchvision ImageNet state dict (`load_imagenet_weights`); no automatic source."""
+        if path is None:
+            return None
+        load_imagenet_weights(self, path)
+        return f"imagenet:{path}"
 
 
 def resnet(depth: int, output_stride: int = 32) -> ResNet:

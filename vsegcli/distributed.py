@@ -1,0 +1,127 @@
+"""Multi-process runs (torchrun): joining the process group and the few collectives vseg uses.
+
+`init_distributed(device)` reads torchrun's WORLD_SIZE / RANK / LOCAL_RANK and returns a `Dist`
+(rank, world size, local rank, and the torch.device this process runs on): one GPU per process
+(cuda:LOCAL_RANK, NCCL) when CUDA is asked for or `auto` finds it, else the CPU with gloo.
+Outside torchrun it is the single-process `Dist` on the selected device, and every helper below is
+then a no-op that returns what a one-process group would (so callers never branch on it).
+`vseg train` and `vseg eval` both start this way. Merging metric counts across ranks is the
+metrics' own business (`ConfusionMatrix.all_reduce_`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | int | torch.device | None = "auto") -> Dist:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); see the module doc.
+    Raises VsegError for a device that is not there (`select_device`)."""
+    from vsegcli.runtime import select_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = select_device(None if device is None else str(device))
+    if world <= 1:
+        return Dist(device=dev)
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+    if dev.type == "cuda":  # one GPU per process, whatever index was asked for
+        dev = torch.device("cuda", local % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local, dev)
+
+
+def finish(d: Dist) -> None:
+    """Wait for every rank, then leave the process group (no-op in a single process)."""
+    if d.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_gather_object(obj: Any, d: Dist) -> list[Any]:
+    """Every rank's `obj`, in rank order ([obj] in a single process)."""
+    if not d.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, d: Dist) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not d.enabled:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The mean of `t` over ranks, in place (`t` itself in a single process)."""
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+        t /= d.world
+    return t
+
+
+def sync_buffers(model: nn.Module, d: Dist) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them at
+    the start of each forward, so after the last forward they differ by rank; validation and the
+    saved checkpoints must all use rank 0's."""
+    if not d.enabled:
+        return
+    import torch.distributed as dist
+
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
+def parameter_checksum(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer: equal across ranks iff the replicas are identical."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

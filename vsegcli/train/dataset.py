@@ -1,0 +1,106 @@
+"""The training data: sample s of the run -> an augmented clip, and this rank's batches.
+
+The s-th sample of the run is target `permutation(seed, epoch)[s mod N]`, augmented with a
+generator seeded by (seed, s): an iteration's data depends only on the seed and the iteration
+number, not on `--workers` or on when a run was interrupted (package docstring).
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from vsegcli.errors import VsegError
+from vsegcli.train.clips import AugmentParams, ClipSpec, augment_clip, clip_positions
+
+
+def _data_api() -> Any:
+    import vsegcli.data.datasets as data  # lazily: `vseg --help` should not pay for it
+
+    return data
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Sample s of the run -> (frames (T, h, w, 3) uint8, labels (T, h, w) uint8); see module doc."""
+
+    def __init__(self, sequences: Sequence[Any], dataset: str, spec: ClipSpec, aug: AugmentParams, seed: int,
+                 frame_labels: bool) -> None:
+        self.sequences = list(sequences)
+        self.dataset = dataset
+        self.spec = spec
+        self.aug = aug
+        self.seed = seed
+        self.frame_labels = frame_labels  # also load the earlier frames' labels (MRCFA's per-frame loss)
+        self.targets = [(i, pos) for i, seq in enumerate(self.sequences) for pos in sorted(seq.labels)]
+        if not self.targets:
+            raise VsegError(f"no labelled frames found for the {dataset} training split; check --data-root")
+        self._perm_epoch = -1
+        self._perm = np.arange(0)
+
+    def __len__(self) -> int:  # samples per epoch (indices beyond wrap into later epochs)
+        return len(self.targets)
+
+    def target_of(self, s: int) -> tuple[int, int]:
+        epoch, k = divmod(s, len(self.targets))
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, 7, epoch]).permutation(len(self.targets))
+            self._perm_epoch = epoch
+        return self.targets[int(self._perm[k])]
+
+    def __getitem__(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        data = _data_api()
+        seq_i, target = self.target_of(s)
+        seq = self.sequences[seq_i]
+        rng = np.random.default_rng([self.seed, 11, s])
+        positions = clip_positions(target, self.spec, rng)
+        cache: dict[int, np.ndarray] = {}  # clips near a sequence start repeat frames: decode once
+        for p in positions:
+            if p not in cache:
+                cache[p] = data.read_image(seq.frames[p])
+        images = [cache[p] for p in positions]
+        labels: list[np.ndarray | None] = []
+        for i, p in enumerate(positions):
+            last = i == len(positions) - 1
+            if p in seq.labels and (last or self.frame_labels):
+                labels.append(data.read_label(seq.labels[p], seq.label_format))
+            else:
+                labels.append(None)
+        frames, targets = augment_clip(images, labels, self.aug, rng)
+        return torch.from_numpy(frames), torch.from_numpy(targets)
+
+
+class RunBatches(torch.utils.data.Sampler):
+    """Sample indices of this rank's micro-batches, iteration `start` onwards (module docstring)."""
+
+    def __init__(self, batch: int, accum: int, world: int, rank: int, start: int, stop: int) -> None:
+        self.batch, self.accum, self.world, self.rank = batch, accum, world, rank
+        self.start, self.stop = start, stop
+
+    def indices(self, it: int, micro: int) -> list[int]:
+        base = ((it * self.accum + micro) * self.world + self.rank) * self.batch
+        return list(range(base, base + self.batch))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for it in range(self.start, self.stop):
+            for a in range(self.accum):
+                yield self.indices(it, a)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.accum
+
+
+def _worker_init(worker_id: int) -> None:
+    # Augmentation draws from per-sample generators; seed the global RNGs too, per worker, for any
+    # library code that uses them (OpenCV does not; PIL's decoders do not).
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32 if info is not None else worker_id
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def default_workers(world: int) -> int:
+    """Data-loader processes per rank: up to 4, sharing the CPU cores between ranks."""
+    return max(0, min(4, (os.cpu_count() or 1) // world))

@@ -1,0 +1,72 @@
+"""A run's initial weights: `--init CHECKPOINT` by matching names and shapes, else ImageNet
+weights for the backbone (`--backbone-weights`), which each backbone class knows how to load."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from vsegcli.errors import VsegError
+from vsegcli.models.base import Segmentor
+from vsegcli.models.backbones.pretrained import PretrainedBackbone, transfer_weights
+from vsegcli.train.config import TrainConfig
+
+
+def summarise_keys(keys: Sequence[str], depth: int = 2, limit: int = 6) -> str:
+    """'stt.* (8), decode_head.linear_pred.* (2)' — key names grouped by their first components."""
+    if not keys:
+        return "none"
+    groups: dict[str, int] = {}
+    for k in keys:
+        parts = k.split(".")
+        prefix = ".".join(parts[:depth]) + (".*" if len(parts) > depth else "")
+        groups[prefix] = groups.get(prefix, 0) + 1
+    items = [f"{p} ({n})" for p, n in groups.items()]
+    more = f", ... {len(items) - limit} more groups" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def initialise(model: Segmentor, cfg: TrainConfig, note: Callable[[str], None]) -> dict[str, Any]:
+    """--init checkpoint, else ImageNet backbone weights where available. Returns provenance."""
+    if cfg.init is not None:
+        from vsegcli.checkpoints import load_checkpoint
+
+        loaded = load_checkpoint(cfg.init)  # any vseg-loadable layout, native names
+        got, new, dropped = transfer_weights(model, loaded.model.state_dict())
+        if not got:
+            raise VsegError(f"{cfg.init} ({loaded.meta.architecture}) shares no tensor names/shapes with {cfg.arch}; "
+                            "give a checkpoint of the same family")
+        note(f"init from {cfg.init} ({loaded.meta.architecture}): {len(got)} tensors loaded; "
+             f"new: {summarise_keys(new)}; dropped: {summarise_keys(dropped)}")
+        started = model.start_new_parts(new)  # e.g. MRCFA from a per-frame checkpoint
+        if started:
+            note(started)
+        return {"init": str(cfg.init), "init_architecture": loaded.meta.architecture,
+                "init_new_keys": len(new), "init_dropped_keys": len(dropped)}
+
+    spec = cfg.backbone_weights
+    if spec is not None and spec.lower() == "none":
+        note("backbone: random init (--backbone-weights none)")
+        return {"init": "random"}
+    path = Path(spec) if spec is not None else None
+    bb = getattr(model, "backbone", None)
+    if not isinstance(bb, PretrainedBackbone):
+        if path is not None:
+            raise VsegError(f"{cfg.arch} has no separate backbone to load --backbone-weights into; use --init")
+        note("warning: no ImageNet weights for the model backbone; training from random init. "
+             "Give --backbone-weights FILE (a state dict) for the papers' numbers.")
+        return {"init": "random"}
+    kind = type(bb).__name__
+    try:
+        label = bb.load_pretrained(path)
+    except VsegError as e:
+        if path is not None:
+            raise
+        note(f"warning: {e}. Training {kind} from random init (expect far lower accuracy).")
+        return {"init": "random"}
+    if label is None:
+        note(f"warning: no ImageNet weights for the {kind} backbone; training from random init. "
+             f"Give --backbone-weights FILE ({bb.pretrained_hint}) for the papers' numbers.")
+        return {"init": "random"}
+    note(f"backbone: ImageNet weights from {path}" if path is not None
+         else f"backbone: ImageNet {kind} weights ({label.removeprefix('imagenet:')})")
+    return {"init": label}

@@ -102,7 +102,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
     device = device_for(device, gpu)
     if not data_root.is_dir():
         raise VsegError(f"--data-root {data_root}: no such folder")
-    rank, world, device = init_distributed(device)
+    rank, world, device = (d := init_distributed(device)).rank, d.world, d.device
     try:
         console = Console(stderr=True)
         lead = rank == 0

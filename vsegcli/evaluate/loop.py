@@ -39,7 +39,7 @@ from vsegcli.metrics import ConfusionMatrix, TemporalConsistency, VideoConsisten
 from vsegcli.runtime import Predictor, ResizeRule
 
 if TYPE_CHECKING:
-    from vsegcli.api import Segmenter
+    from vsegcli.api import VideoSegmenter
 
 __all__ = ["evaluate"]
 
@@ -47,7 +47,7 @@ PREFETCH = 4  # frames decoded ahead of the model
 
 
 def evaluate(
-    segmenter_or_predictor: Segmenter | Predictor,
+    segmenter_or_predictor: VideoSegmenter | Predictor,
     dataset: str,
     root: str | Path,
     split: str,
@@ -159,13 +159,13 @@ def evaluate(
 # Steps before the loop
 
 
-def _predictor_and_info(model: Segmenter | Predictor) -> tuple[Predictor, dict[str, Any] | None]:
-    """The Predictor to stream through, and the model description when a Segmenter was given."""
+def _predictor_and_info(model: VideoSegmenter | Predictor) -> tuple[Predictor, dict[str, Any] | None]:
+    """The Predictor to stream through, and the model description when a VideoSegmenter was given."""
     if isinstance(model, Predictor):
         return model, None
     predictor = getattr(model, "predictor", None)
     if not isinstance(predictor, Predictor):
-        raise TypeError("evaluate() needs an api.Segmenter (vsegcli.api.load) or an engine.Predictor")
+        raise TypeError("evaluate() needs an api.VideoSegmenter (vsegcli.api.load) or a vsegcli.runtime.Predictor")
     info = getattr(model, "info", None)
     return predictor, (info.to_dict() if hasattr(info, "to_dict") else None)
 

@@ -16,7 +16,7 @@ from vsegcli.errors import VsegError
 from vsegcli.runtime import Predictor, ResizeRule, inference_size
 
 if TYPE_CHECKING:
-    from vsegcli.api import Segmenter
+    from vsegcli.api import VideoSegmenter
 
 __all__ = [
     "MVC_WINDOWS",
@@ -141,7 +141,7 @@ def load_for_dataset(
     precision: str = "fp32",
     size: int | None = None,
     seed: int = 0,
-) -> Segmenter:
+) -> VideoSegmenter:
     """`api.load` for evaluation: with `model` alone (random weights, a pipeline check) the model is
     built with the dataset's classes (`api.load` would build Cityscapes' 19)."""
     from vsegcli import api

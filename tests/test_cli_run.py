@@ -221,10 +221,20 @@ def test_interrupted_run_leaves_nothing(small_ckpt, tmp_path, tiny_video):
 
 
 def test_random_init_model_warns(tmp_path, tiny_video):
-    r = run(str(tiny_video), "--no-video", "--labels-dir", str(tmp_path / "l"), "--model", "effl0", "--size", "64")
+    r = run(str(tiny_video), "--no-video", "--labels-dir", str(tmp_path / "l"), "--model", "effl0", "--size", "64",
+            "--quiet", "--json")
     assert r.exit_code == 0, r.output
-    assert "randomly initialised effl0" in r.stderr
+    assert "random weights" in r.stderr and "effl0" in r.stderr  # said even with --quiet
+    assert json.loads(r.stdout)["model"]["random_init"] is True
     assert len(label_pngs(tmp_path / "l")) == 10
+
+
+def test_no_default_weights_is_a_clear_error_not_random_output(tmp_path, tiny_video, monkeypatch):
+    monkeypatch.setenv("VSEG_WEIGHTS_DIR", str(tmp_path / "empty"))
+    r = run(str(tiny_video), "-o", str(tmp_path / "o.mp4"))
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "--checkpoint" in r.stderr and "--model" in r.stderr
+    assert not (tmp_path / "o.mp4").exists()
 
 
 @pytest.mark.parametrize("variant", ["b0", "b1"])

@@ -27,9 +27,16 @@ RANDOM_INIT_MODEL = "segformer-b0"
 
 
 def weights_dir() -> Path:
-    """Where shipped checkpoints live: $VSEG_WEIGHTS_DIR, else the repository's `weights/` folder."""
+    """Where shipped checkpoints live: $VSEG_WEIGHTS_DIR, else the copy a wheel carries
+    (`vsegcli/_weights`), else the repository's `weights/` folder (a checkout or editable install)."""
     env = os.environ.get("VSEG_WEIGHTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "weights"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_weights", here.parent / "weights"):
+        if (candidate / "models.json").is_file():
+            return candidate
+    return here.parent / "weights"
 
 
 def shipped_models() -> dict[str, Any]:
@@ -204,9 +211,10 @@ def load(
 ) -> VideoSegmenter:
     """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
 
-    With neither, the shipped default checkpoint is used; until one ships, a randomly initialised
-    segformer-b0 so the pipeline can still be exercised — its labels mean nothing. Random weights
-    predict the classes of `label_set` (default Cityscapes). `frame_batch`: frames per model call
+    With neither, the shipped default checkpoint is used; if this installation has none, a
+    `VsegError` says so (random weights only when asked for: `model` without `checkpoint`, for
+    pipeline tests — their labels mean nothing). Random weights predict the classes of
+    `label_set` (default Cityscapes). `frame_batch`: frames per model call
     when streaming a video (micro-batching: backbones batched, temporal steps in frame order).
     `fold_bn`: merge each BatchNorm into the convolution before it (same outputs up to float
     rounding, fewer kernels; `seg.model` then has no BatchNorm layers: load with False to train it).
@@ -225,7 +233,9 @@ def load(
     if checkpoint is None and model is None:
         checkpoint = default_checkpoint()
         if checkpoint is None:
-            model = RANDOM_INIT_MODEL
+            raise VsegError(
+                f"no shipped default model in {weights_dir()} (models.json and its checkpoint); pass "
+                f"--checkpoint FILE, or --model NAME for random weights (e.g. -m {RANDOM_INIT_MODEL})")
     if checkpoint is not None:
         loaded = load_checkpoint(resolve_checkpoint(checkpoint), architecture=model)
         net, meta = loaded.model, loaded.meta

@@ -105,9 +105,9 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
     reports = [report if len(inputs) == 1 or report is None else report / f"{src.stem}.html" for src in inputs]
     seg = api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size,
                    frame_batch=frame_batch)
-    if seg.info.random_init and not quiet:
-        console.print(f"[yellow]warning:[/] no checkpoint given and no default weights shipped: using a randomly "
-                      f"initialised {seg.info.architecture}; its labels are not meaningful.")
+    if seg.info.random_init:  # said even with --quiet: these labels mean nothing
+        click.echo(f"warning: --model {seg.info.architecture} without --checkpoint: random weights, "
+                   "the labels are not meaningful", err=True)
     if seg.info.ignored_keys and not quiet:
         console.print(f"note: {len(seg.info.ignored_keys)} unused upstream keys ignored "
                       f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in seg.info.ignored_keys}))})")

@@ -24,7 +24,7 @@ from vsegcli.runtime import Predictor
 from vsegcli.bench.machine import load_average, sync
 from vsegcli.bench.settings import (DEFAULT_INPUT, DEFAULT_SIZE, GPU_FRAMES, GPU_WARMUP, Log, as_device, as_size,
                                     quiet)
-from vsegcli.bench.stepper import build_bench_model, model_name
+from vsegcli.bench.stepper import build_bench_model, model_name, palette_for
 
 # One stage's timed runs: (wall seconds, process CPU seconds) per round.
 Runs = list[tuple[float, float]]
@@ -252,9 +252,6 @@ def bench_pipeline(
     size. On CPU, `cpu_ms_per_frame` is this process's CPU time per frame (ffmpeg subprocesses not
     included).
     """
-    from vsegcli.data.labels import label_set_for
-    from vsegcli.runtime.render import Palette
-
     if not (labels or video):
         raise VsegError("the pipeline needs at least one sink: video and/or labels")
     dev, size = as_device(device), as_size(size)
@@ -279,8 +276,7 @@ def bench_pipeline(
     io = _io_entry(io_cache, src, size, frames, repeat, hwaccel, log)
     decoded: list[np.ndarray] = io["frames"]
     n = len(decoded)
-    predictor = Predictor(net, list(mean), list(std), Palette.from_label_set(label_set_for(net.num_classes)), dev,
-                          precision)
+    predictor = Predictor(net, list(mean), list(std), palette_for(net), dev, precision)
     predictor.frame_batch = frame_batch
 
     load_start = load_average()

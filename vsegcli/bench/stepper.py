@@ -21,6 +21,7 @@ from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from vsegcli.errors import VsegError
 from vsegcli.models.base import Segmentor
 from vsegcli.runtime import PRECISIONS, Predictor, logits_to_labels, normalise_pixels
+from vsegcli.runtime.render import Palette
 from vsegcli.bench.settings import MODES, POOL_SIZE
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -51,9 +52,9 @@ def naive_offsets(model: Segmentor) -> tuple[int, ...]:
     return (*model.clip_offsets(), 0)
 
 
-def _bench_palette(model: Segmentor):  # noqa: ANN202 - a Palette; only the Predictor's signature needs it
+def palette_for(model: Segmentor) -> Palette:
+    """The standard palette of the model's class count (the pipeline's overlays; a Predictor needs one)."""
     from vsegcli.data.labels import label_set_for
-    from vsegcli.runtime.render import Palette
 
     return Palette.from_label_set(label_set_for(model.num_classes))
 
@@ -70,7 +71,7 @@ class Stepper:
                  channels_last: bool = False, to_host: bool = False) -> None:
         if mode not in MODES:
             raise VsegError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-        self.predictor = Predictor(model, list(mean), list(std), _bench_palette(model), device, precision)
+        self.predictor = Predictor(model, list(mean), list(std), palette_for(model), device, precision)
         self.model = model
         self.mode = mode
         self.device = device

@@ -10,6 +10,7 @@ import torch
 from vsegcli.errors import VsegError
 from vsegcli.models import build_model, get_architecture
 from vsegcli.models.mrcfa import MRCFA, CrossFrameAffinityMixin, mrcfa_reference_indices
+from vsegcli.models.mrcfa import MRCFA_DILATION as MRCFA_DILATION_OFFICIAL
 from vsegcli.models.temporal.cross_frame_affinity import HyperCorrelation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -229,3 +230,32 @@ def test_custom_offsets_session_equals_clip() -> None:
     assert (got - plain).abs().max() > 1e-3  # the references changed the output
     with pytest.raises(VsegError, match="three distinct negative"):
         build_model("mrcfa-effl0", 11, dilation=[-3, -2, 0])
+
+
+@pytest.mark.parametrize("dilation", [(-3, -2, -1), (-9, -6, -3)])
+def test_reset_at_a_cut_equals_a_fresh_session(dilation: tuple[int, ...]) -> None:
+    """Session.reset() (what the runtime calls at a shot cut): after shot A then reset, shot B's
+    logits equal, to the bit, a fresh session's on shot B alone (step and step_many), and
+    without the reset the output after the cut differs."""
+    torch.manual_seed(1)
+    model = build_model("mrcfa-effl0", 5, dilation=list(dilation)).eval()
+    for p in model.decode_head.sr1_feat.parameters():  # non-zero values: references matter
+        torch.nn.init.normal_(p, std=0.05)
+    g = torch.Generator().manual_seed(4)
+    n = 10 if dilation == MRCFA_DILATION_OFFICIAL else 5
+    shot_a = torch.rand(1, n, 3, 64, 96, generator=g)
+    shot_b = torch.rand(1, n, 3, 64, 96, generator=g) * 0.5 + 0.5
+    with torch.no_grad():
+        fresh = model.new_session()
+        want = [fresh.step(shot_b[:, i]) for i in range(n)]
+        session = model.new_session()
+        for i in range(n):
+            session.step(shot_a[:, i])
+        stale = session.step(shot_b[:, 0])
+        session.reset()
+        got = [session.step(shot_b[:, i]) for i in range(n)]
+        for i in range(n):
+            assert torch.equal(got[i], want[i]), i
+        assert (stale - want[0]).abs().max() > 1e-3
+        session.reset()
+        assert torch.equal(session.step_many(shot_b[0]), model.new_session().step_many(shot_b[0]))

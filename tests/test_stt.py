@@ -327,3 +327,42 @@ def test_training_clip_keeps_aux_logits_for_the_target_only() -> None:
     assert [tuple(a.shape) for a in model.aux_logits] == [(2, 5, 8, 12)]
     logits.mean().backward()
     assert model.stt.out.weight.grad is not None and model.stt.out.weight.grad.abs().sum() > 0
+
+
+def _two_shots(seed: int, n: int, h: int = 64, w: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two unrelated 'shots' of n frames each: slowly drifting content, different per shot."""
+    g = torch.Generator().manual_seed(seed)
+    shots = []
+    for offset in (0.0, 1.5):
+        base = torch.randn(1, 3, h, w, generator=g) + offset
+        shots.append(torch.stack([base + 0.1 * i * torch.randn(1, 3, h, w, generator=g) for i in range(n)], 1))
+    return shots[0], shots[1]
+
+
+@pytest.mark.parametrize("name", ["stt-effl0", "effl0"])
+def test_reset_at_a_cut_equals_a_fresh_session(name: str) -> None:
+    """Session.reset() (what the runtime calls at a shot cut): after shot A then reset, shot B's
+    logits equal, to the bit, a fresh session's on shot B alone, for step and step_many; and
+    without the reset the STT output after the cut differs (the cached frames do matter)."""
+    torch.manual_seed(7)
+    model = build_model(name, 5, **({"num_frames": 3} if name.startswith("stt") else {}))
+    shot_a, shot_b = _two_shots(11, 4)
+    _calibrate_bn(model, shot_a[0])
+    if model.temporal:
+        _randomise_stt(model)
+    with torch.no_grad():
+        fresh = model.new_session()
+        want = [fresh.step(shot_b[:, i]) for i in range(4)]
+        session = model.new_session()
+        for i in range(4):
+            session.step(shot_a[:, i])
+        stale = session.step(shot_b[:, 0])
+        session.reset()
+        got = [session.step(shot_b[:, i]) for i in range(4)]
+        for i in range(4):
+            assert torch.equal(got[i], want[i]), i
+        if model.temporal:
+            assert (stale - want[0]).abs().max() > 1e-3
+        # step_many after a reset equals step_many of a fresh session.
+        session.reset()
+        assert torch.equal(session.step_many(shot_b[0]), model.new_session().step_many(shot_b[0]))

@@ -112,6 +112,9 @@ class Session:
         return torch.cat([self.step(f.unsqueeze(0)) for f in frames])
 
     def reset(self) -> None:
+        """Forget every cached frame (a new video, or a shot cut: attending to another shot's
+        features is wrong). The next `step` / `step_many` then returns exactly what a fresh
+        `model.new_session()` returns for the same frames (tested per family)."""
         self.frame_index = 0
 
 

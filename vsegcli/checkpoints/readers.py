@@ -12,7 +12,6 @@ import pickle
 import re
 import struct
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +111,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _sniff(path: Path) -> str | None:
     """'safetensors', 'torch-zip', 'torch-legacy', 'pickle' or None, from the first bytes."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(16)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise VsegError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
         if 0 < n <= size - 8 and head[8:9] == b"{":
@@ -148,7 +150,7 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, Exception) as e:  # noqa: BLE001 - any parse failure: a damaged file
         raise VsegError(f"{path} is not a checkpoint (damaged safetensors file: {e}); re-download or re-export it") from None
     return RawCheckpoint(tensors, "safetensors", header=header or None)
 
@@ -177,7 +179,10 @@ def _read_pickle(path: Path, kind: str) -> RawCheckpoint:
     try:
         with torch.serialization.safe_globals(_numpy_data_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch noise, not ours
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # An open file, not the path: torch.load dispatches on the name (a `.safetensors`
+            # suffix goes to safetensors whatever the bytes are); `_sniff` already read them.
+            with open(path, "rb") as fh:
+                obj = torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         refs = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e))))
         if refs or kind in ("torch-zip", "torch-legacy") or _pickle_calls_code(path):
@@ -188,7 +193,7 @@ def _read_pickle(path: Path, kind: str) -> RawCheckpoint:
                 "torch.save({'state_dict': ckpt['state_dict']}, 'clean.pth')"
             ) from None
         raise VsegError(f"{path} is not a checkpoint (a pickle that torch.save did not write); give a .pth/.safetensors file") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile, struct.error) as e:
+    except Exception as e:  # noqa: BLE001 - any failure to parse untrusted bytes means a damaged file
         msg = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
         raise VsegError(f"{path} is not a checkpoint (damaged or truncated PyTorch file: {msg[:120]}); re-download it") from None
 

@@ -238,7 +238,9 @@ def test_registry_lists_every_stt_family_with_its_baseline() -> None:
         assert arch.temporal and arch.baseline in names and not get_architecture(arch.baseline).temporal
         for option in ("num_frames", "radius", "query_ratio", "s", "e", "eps", "key_dim"):
             assert option in arch.defaults
-        assert (arch.defaults["num_frames"], arch.defaults["radius"], arch.defaults["query_ratio"]) == (3, 5, 0.5)
+        # The paper's configuration: T = 7 key frames (its key-size table holds only for T = 7).
+        assert (arch.defaults["num_frames"], arch.defaults["radius"], arch.defaults["query_ratio"]) == (7, 5, 0.5)
+        assert (arch.defaults["s"], arch.defaults["e"], arch.defaults["eps"]) == (1, 5, 1)
 
 
 @pytest.mark.parametrize("name", STT_NAMES)
@@ -296,10 +298,11 @@ def test_session_runs_each_backbone_once_per_frame() -> None:
     calls = []
     model.backbone.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     session = model.new_session()
+    n = model.stt.num_frames + 2  # past the ring buffer's capacity
     with torch.no_grad():
-        for _ in range(6):
+        for _ in range(n):
             session.step(torch.randn(1, 3, 64, 96))
-    assert calls == [1] * 6
+    assert calls == [1] * n
     assert len(session.memory) == model.stt.num_frames
     assert all(k.shape[-1] == model.stt.key_dim for k, _ in session.memory)  # cached K/V, not features
     session.reset()
@@ -366,3 +369,41 @@ def test_reset_at_a_cut_equals_a_fresh_session(name: str) -> None:
         # step_many after a reset equals step_many of a fresh session.
         session.reset()
         assert torch.equal(session.step_many(shot_b[0]), model.new_session().step_many(shot_b[0]))
+
+
+# The paper's key-selection ablation (Li et al., ACM MM 2021): keys per query for each (s, e, eps).
+PAPER_KEY_SIZES = [
+    (dict(s=1, e=5, eps=1), 527), (dict(s=2, e=5, eps=1), 639), (dict(s=3, e=5, eps=1), 735),
+    (dict(s=1, e=3, eps=1), 279), (dict(s=1, e=7, eps=1), 679), (dict(s=1, e=5, eps=2), 663),
+    (dict(s=1, e=5, eps=3), 695),
+]
+
+
+def _attended_keys(stt: SparseTemporalTransformer, size: int) -> int:
+    """Keys one query at the centre of a size x size map really attends to: the positions of the
+    T key maps its attended value has a non-zero gradient for (the attention code itself decides)."""
+    torch.manual_seed(0)
+    b, dk = 1, stt.key_dim
+    memory = [(torch.randn(b, size, size, dk, dtype=torch.float64, requires_grad=True),
+               torch.randn(b, size, size, 3, dtype=torch.float64)) for _ in range(stt.num_frames)]
+    centre = (size // 2) * size + size // 2
+    q = torch.randn(b, 1, dk, dtype=torch.float64)
+    out = stt.attend(q, torch.tensor([[centre]]), memory, (size, size))
+    out.sum().backward()
+    return sum(int((k.grad.abs().sum(-1) > 0).sum()) for k, _ in memory)
+
+
+@pytest.mark.parametrize("options,paper", PAPER_KEY_SIZES)
+def test_default_t_reproduces_the_papers_key_sizes(options: dict, paper: int) -> None:
+    """Every key size of the paper's ablation, from the model's own key selection at its default T:
+    `keys_per_query` and the keys the attention actually reads (both paths) — 527 for the defaults."""
+    model = build_model("stt-effl0", 11, **options)
+    stt = model.stt
+    assert stt.num_frames == 7  # the architecture default
+    assert stt.keys_per_query() == paper
+    size = 2 * stt.e + 3  # every window fits around the centre query
+    assert _attended_keys(stt, size) == paper
+    stt.fast_devices = ()  # the gather path (CUDA until verified there) selects the same keys
+    assert _attended_keys(stt, size) == paper
+    # Dense attention over T frames of a 64x128 feature map (stride 8 of 512x1024): 57,344 keys.
+    assert stt.num_frames * 64 * 128 == 57_344

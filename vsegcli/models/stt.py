@@ -40,8 +40,11 @@ from vsegcli.models.registry import register_architecture
 from vsegcli.models.segformer import SEGFORMER_EMBED_DIM, SegFormer
 from vsegcli.models.temporal.sparse_attention import KeyValue, SparseTemporalTransformer
 
+# The paper's configuration: T = 7 key frames, s = 1, e = 5, eps = 1 (its key-size ablation, 527
+# keys per query, holds only for T = 7). A checkpoint stores its own T in its metadata, so one
+# trained with another T (the shipped stt-effl0-camvid: T = 2) keeps it.
 STT_DEFAULTS: dict[str, Any] = dict(
-    num_frames=3, radius=5, query_ratio=0.5, s=1, e=5, eps=1, key_dim=64, value_dim=None,
+    num_frames=7, radius=5, query_ratio=0.5, s=1, e=5, eps=1, key_dim=64, value_dim=None,
 )
 
 
@@ -61,7 +64,7 @@ class STTMixin:
     temporal = True
     stt: SparseTemporalTransformer
 
-    def __init__(self, num_classes: int, *, num_frames: int = 3, radius: int = 5, query_ratio: float = 0.5,
+    def __init__(self, num_classes: int, *, num_frames: int = 7, radius: int = 5, query_ratio: float = 0.5,
                  s: int = 1, e: int = 5, eps: int = 1, key_dim: int = 64, value_dim: int | None = None,
                  **base_options: Any) -> None:
         super().__init__(num_classes, **base_options)  # the per-frame base

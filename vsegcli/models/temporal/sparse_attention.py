@@ -9,7 +9,8 @@ What the paper specifies (implemented as stated):
   Only the `query_ratio` fraction of positions with the largest D_NSM attend (default 50 %, r=5).
 * Key selection. Key frame j steps back (j=1: previous frame) is searched in a (2l_j+1)^2 window
   centred on the query position, l_j = min(s + (j-1)·eps, e) (the paper's l_t = s + (T-t)·eps
-  capped at e, key frame t of T); defaults s=1, e=5, eps=1 -> radii 1, 2, 3 for T=3.
+  capped at e, key frame t of T); defaults s=1, e=5, eps=1, T=7 -> radii 1, 2, 3, 4, 5, 5, 5:
+  527 keys per query (`keys_per_query`), the paper's configuration.
 
 Where the paper is silent (TDNet-like choices, documented here):
 
@@ -29,8 +30,8 @@ Where the paper is silent (TDNet-like choices, documented here):
 * Query selection uses `topk` (not differentiable; gradients reach Wq through the attention).
 
 Cost grows with (selected queries) x (keys per window) only, besides the linear-size maps;
-nothing of size H·W x H·W exists (dense attention at a 128x256 feature map with T=3 would need a
-32768 x 98304 logits matrix, 12.9 GB). Two implementations, equal up to float rounding:
+nothing of size H·W x H·W exists (dense attention at a 128x256 feature map with T=7 would need a
+32768 x 229376 logits matrix, 30 GB in float32). Two implementations, equal up to float rounding:
 
 * Sparse kernels (devices in `fast_devices`, CPU): nothing window-sized beyond logits. The NSM
   dots are a CSR sampled matrix product (SDDMM) at exactly the (2r+1)^2 neighbour positions of
@@ -74,7 +75,7 @@ class SparseTemporalTransformer(nn.Module):
     #: measured fastest on CPU; much larger ones page-fault their fresh buffers on every call.
     work_elements: int = 1 << 18
 
-    def __init__(self, channels: int, num_frames: int = 3, key_dim: int = 64, value_dim: int | None = None,
+    def __init__(self, channels: int, num_frames: int = 7, key_dim: int = 64, value_dim: int | None = None,
                  radius: int = 5, query_ratio: float = 0.5, s: int = 1, e: int = 5, eps: int = 1,
                  zero_init: bool = True, chunk_elements: int = 1 << 24) -> None:
         super().__init__()
@@ -99,6 +100,12 @@ class SparseTemporalTransformer(nn.Module):
     def window_radius(self, distance: int) -> int:
         """Key-window radius for the key frame `distance` steps back (1 = previous frame)."""
         return min(self.s + (distance - 1) * self.eps, self.e)
+
+    def keys_per_query(self, num_key_frames: int | None = None) -> int:
+        """Keys one (interior) query attends to over `num_key_frames` (default T) key frames:
+        the sum of the (2l_j+1)^2 window sizes — the paper's "key size" (527 for its defaults)."""
+        t = self.num_frames if num_key_frames is None else num_key_frames
+        return sum((2 * self.window_radius(j) + 1) ** 2 for j in range(1, t + 1))
 
     def keys_values(self, x: torch.Tensor) -> KeyValue:
         """K and V of one frame's feature (B, C, H, W); they depend on that frame only, so a
@@ -225,7 +232,7 @@ class SparseTemporalTransformer(nn.Module):
                                            memory, size)
             return attended.scatter(1, order.unsqueeze(-1).expand_as(attended), attended)
         radii = [self.window_radius(j + 1) for j in range(len(memory))]
-        n_keys = sum((2 * l + 1) ** 2 for l in radii)
+        n_keys = self.keys_per_query(len(memory))
         dv = memory[0][1].shape[-1]
         scale = 1.0 / math.sqrt(dk)
         frames = []  # per key frame: radius, padded K, V table, window offsets, padded -> frame lookups

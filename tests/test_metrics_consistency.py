@@ -159,6 +159,42 @@ def test_frames_too_small_for_dis_fall_back_to_no_flow():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_pairs_across_a_shot_cut_are_left_out():
+    # Two scenes (different textures, labels and pans); the pair between them is a cut.
+    fa, la = _scene(5, 3)
+    fb, lb = _scene(4, 4)
+    rng = np.random.default_rng(1)
+    fb = [np.ascontiguousarray(255 - f[:, ::-1]) for f in fb]  # another picture
+    lb = [np.ascontiguousarray(((lab.astype(int) + rng.integers(1, 4)) % 5).astype(np.uint8)) for lab in lb]
+    opts = dict(flow_size=None, flow_fn=_zero_flow)
+    only_a = temporal_consistency(fa, la, 5, shot_cuts=False, **opts)
+    only_b = temporal_consistency(fb, lb, 5, shot_cuts=False, **opts)
+    acc = TemporalConsistency(5, **opts)
+    for i, (f, lab) in enumerate(zip(fa + fb, la + lb)):
+        acc.update(f, lab, new_shot=i == len(fa))
+    res = acc.result()
+    # Independent check: excluding the cut pair = scoring the two shots separately.
+    np.testing.assert_array_equal(res.tc_confusion, only_a.tc_confusion + only_b.tc_confusion)
+    assert res.shot_cuts == [5] and res.pairs_excluded == 1 and res.num_pairs == 7
+    assert math.isnan(res.per_pair_flicker[4]) and math.isnan(res.per_pair_flow_flicker[4])
+    assert len(res.per_pair_flicker) == 8 and res.class_share.shape[0] == 9
+    changed = sum(int(np.count_nonzero(a != b)) for a, b in zip(la[:-1] + lb[:-1], la[1:] + lb[1:]))
+    assert res.flicker_rate == pytest.approx(changed / (7 * la[0].size))
+    # `including_cuts` is the same run with every pair counted.
+    everything = temporal_consistency(fa + fb, la + lb, 5, shot_cuts=False, **opts)
+    assert everything.shot_cuts == [] and everything.num_pairs == 8
+    assert res.including_cuts["tc"] == pytest.approx(everything.tc)
+    assert res.including_cuts["flicker_rate"] == pytest.approx(everything.flicker_rate)
+    assert res.including_cuts["flow_flicker_rate"] == pytest.approx(everything.flow_flicker_rate)
+    assert res.tc > everything.tc  # the cut pair was the inconsistent one
+    d = res.to_dict()
+    assert d["shot_cuts"] == [5] and d["pairs_excluded"] == 1 and d["per_pair_flicker"][4] is None
+    # The helper finds the cut itself on these frames.
+    found = temporal_consistency(fa + fb, la + lb, 5, **opts)
+    assert found.shot_cuts == [5]
+    np.testing.assert_array_equal(found.tc_confusion, res.tc_confusion)
+
+
 def reference_mvc(videos, k: int, skip_at_most: int = 16) -> float:
     """mVC_k exactly as published: windows range(N - k), videos with N <= 16 skipped,
     VC_i = |G ∧ P| / |G| per window, nanmean over all windows of all videos, in percent."""

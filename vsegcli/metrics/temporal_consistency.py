@@ -21,6 +21,12 @@ image, or whose label is outside [0, K), are excluded.
 * per-frame **class shares** and a **flicker heat-map** (per analysis-grid pixel: the fraction of
   pairs, among those where it had a valid flow target, in which its warped label changed).
 
+**Shot cuts**: a pair that straddles a cut between camera shots (`update(..., new_shot=True)`;
+`temporal_consistency` finds them with `metrics.shots`) is left out of TC, both flicker rates,
+the per-class numbers and the heat-map — every label "changes" there and no model is to blame.
+Its per-pair values are NaN; the cut positions are `shot_cuts`, their count `pairs_excluded`, and
+the three headline numbers over all pairs, cuts included, stay available as `including_cuts`.
+
 Units: ``tc`` and ``per_class_tc`` are **percent** (0-100, as the papers print TC); every
 ``*flicker*``, ``*share*`` and ``valid_fraction`` value is a **fraction** in [0, 1].
 
@@ -43,6 +49,7 @@ import numpy as np
 from vsegcli.errors import VsegError
 from vsegcli.io.jsonio import finite
 from vsegcli.metrics.pairs import strict_pairs
+from vsegcli.metrics.shots import mark_shot_cuts
 
 __all__ = ["TemporalConsistency", "TemporalConsistencyResult", "temporal_consistency", "FlowFn"]
 
@@ -91,6 +98,14 @@ class TemporalConsistencyResult:
     class_share: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (frames, K)
     flicker_heatmap: np.ndarray | None = None  # (H', W') fraction of valid pairs that changed
     tc_confusion: np.ndarray | None = None  # (K, K) int64: rows P_t, columns warped P_t+1
+    # Positions (in the processed sequence) of frames that start a new shot: pair p-1 -> p excluded.
+    shot_cuts: list[int] = field(default_factory=list)
+    # tc / flicker_rate / flow_flicker_rate over every pair, cut pairs included (for comparison).
+    including_cuts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pairs_excluded(self) -> int:
+        return len(self.shot_cuts)
 
     def to_dict(
         self, include_heatmap: bool = False, include_confusion: bool = False
@@ -102,6 +117,9 @@ class TemporalConsistencyResult:
             "num_classes": self.num_classes,
             "num_frames": self.num_frames,
             "num_pairs": self.num_pairs,
+            "shot_cuts": list(self.shot_cuts),
+            "pairs_excluded": self.pairs_excluded,
+            "including_cuts": {k: finite(v) for k, v in self.including_cuts.items()},
             "frame_size": list(self.frame_size) if self.frame_size else None,
             "analysis_size": list(self.analysis_size) if self.analysis_size else None,
             "flow_method": self.flow_method,
@@ -161,6 +179,9 @@ class TemporalConsistency:
         self._k1 = k + 1
         self._flow_conf = np.zeros((k, k), dtype=np.int64)
         self._raw_conf = np.zeros((k, k), dtype=np.int64)
+        self._cut_flow_conf = np.zeros((k, k), dtype=np.int64)  # pairs across a shot cut only
+        self._cut_raw_conf = np.zeros((k, k), dtype=np.int64)
+        self._shot_cuts: list[int] = []
         self._pair_flicker: list[float] = []
         self._pair_flow_flicker: list[float] = []
         self._share_counts: list[np.ndarray] = []
@@ -197,8 +218,11 @@ class TemporalConsistency:
         return flow
 
     # ------------------------------------------------------------------ accumulation
-    def update(self, frame_rgb: np.ndarray, labels: np.ndarray) -> None:
-        """Add the next frame (H x W x 3 uint8 RGB, or H x W grey) and its labels (H x W)."""
+    def update(self, frame_rgb: np.ndarray, labels: np.ndarray, new_shot: bool = False) -> None:
+        """Add the next frame (H x W x 3 uint8 RGB, or H x W grey) and its labels (H x W).
+
+        `new_shot`: this frame starts a new camera shot, so the pair with the previous frame is
+        not counted (see the module docstring)."""
         t0 = time.perf_counter()
         frame = np.asarray(frame_rgb)
         lab = np.asarray(labels)
@@ -242,6 +266,9 @@ class TemporalConsistency:
         row = cv2.LUT(lab, self._lut).astype(np.uint16)
         k1 = self._k1
 
+        excluded = bool(new_shot) and self._prev_row is not None
+        if excluded:
+            self._shot_cuts.append(self.num_frames)
         if self._prev_gray is None or self._prev_row is None:
             self._share_counts.append(
                 np.bincount(row.reshape(-1), minlength=k1)[: self.num_classes].astype(np.int32)
@@ -254,11 +281,15 @@ class TemporalConsistency:
             self._share_counts.append(raw.sum(axis=0)[: self.num_classes].astype(np.int32))
             # Flow-free flicker: same position, both labels valid.
             raw = raw[:-1, :-1]
-            self._raw_conf += raw
             raw_valid = int(raw.sum())
-            self._pair_flicker.append(
-                (raw_valid - int(np.trace(raw))) / raw_valid if raw_valid else float("nan")
-            )
+            if excluded:
+                self._cut_raw_conf += raw
+                self._pair_flicker.append(float("nan"))
+            else:
+                self._raw_conf += raw
+                self._pair_flicker.append(
+                    (raw_valid - int(np.trace(raw))) / raw_valid if raw_valid else float("nan")
+                )
             # Flow-compensated: labels of t+1 sampled at x + F(x); outside -> 255 -> no class.
             flow = self._flow(self._prev_gray, gray)
             gx, gy = self._grid
@@ -270,6 +301,12 @@ class TemporalConsistency:
             conf = np.bincount((prev_row * k1 + wrow).reshape(-1), minlength=k1 * k1)
             conf = conf.reshape(k1, k1)
             conf = conf[:-1, :-1]
+            if excluded:  # the flow is still computed: `including_cuts` needs this pair
+                self._cut_flow_conf += conf
+                self._pair_flow_flicker.append(float("nan"))
+                self._prev_gray, self._prev_row = gray, row
+                self.elapsed_s += time.perf_counter() - t0
+                return
             self._flow_conf += conf
             valid = int(conf.sum())
             changed = valid - int(np.trace(conf))
@@ -298,19 +335,30 @@ class TemporalConsistency:
             return "none (frames too small for optical flow)"
         return f"opencv-dis-{self.flow_preset}"
 
+    @staticmethod
+    def _headline(conf: np.ndarray, raw_conf: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        """(per-class IoU, TC %, flicker, flow-compensated flicker) of the two confusions."""
+        diag = np.diag(conf).astype(np.float64)
+        union = conf.sum(axis=1) + conf.sum(axis=0) - diag
+        per_class_iou = _ratio(diag, union)
+        tc = float(np.nanmean(per_class_iou) * 100) if (union > 0).any() else float("nan")
+        raw_total = raw_conf.sum()
+        flow_total = conf.sum()
+        flicker = float(1 - np.trace(raw_conf) / raw_total) if raw_total else float("nan")
+        flow_flicker = float(1 - diag.sum() / flow_total) if flow_total else float("nan")
+        return per_class_iou, tc, flicker, flow_flicker
+
     def result(self) -> TemporalConsistencyResult:
         k = self.num_classes
         conf = self._flow_conf
         diag = np.diag(conf).astype(np.float64)
         rows = conf.sum(axis=1)
-        cols = conf.sum(axis=0)
-        union = rows + cols - diag
-        per_class_iou = _ratio(diag, union)
-        tc = float(np.nanmean(per_class_iou) * 100) if (union > 0).any() else float("nan")
+        per_class_iou, tc, flicker, flow_flicker = self._headline(conf, self._raw_conf)
         raw_diag = np.diag(self._raw_conf).astype(np.float64)
         raw_rows = self._raw_conf.sum(axis=1)
-        raw_total = raw_rows.sum()
-        flow_total = rows.sum()
+        _, tc_all, flicker_all, flow_flicker_all = self._headline(
+            conf + self._cut_flow_conf, self._raw_conf + self._cut_raw_conf
+        )
         heat = None
         if self._heat_changed is not None and self._heat_valid is not None:
             heat = _ratio(self._heat_changed, self._heat_valid).astype(np.float32)
@@ -323,14 +371,14 @@ class TemporalConsistency:
         return TemporalConsistencyResult(
             num_classes=k,
             num_frames=self.num_frames,
-            num_pairs=len(self._pair_flow_flicker),
+            num_pairs=len(self._pair_flow_flicker) - len(self._shot_cuts),
             frame_size=self.frame_size,
             analysis_size=self.analysis_size,
             flow_method=self.flow_method,
             tc=tc,
             per_class_tc=per_class_iou * 100,
-            flicker_rate=float(1 - raw_diag.sum() / raw_total) if raw_total else float("nan"),
-            flow_flicker_rate=float(1 - diag.sum() / flow_total) if flow_total else float("nan"),
+            flicker_rate=flicker,
+            flow_flicker_rate=flow_flicker,
             valid_fraction=(
                 self._valid_flow / self._pixels_flow if self._pixels_flow else float("nan")
             ),
@@ -341,6 +389,8 @@ class TemporalConsistency:
             class_share=share,
             flicker_heatmap=heat,
             tc_confusion=conf.copy(),
+            shot_cuts=list(self._shot_cuts),
+            including_cuts={"tc": tc_all, "flicker_rate": flicker_all, "flow_flicker_rate": flow_flicker_all},
         )
 
 
@@ -348,13 +398,20 @@ def temporal_consistency(
     frames: Iterable[np.ndarray],
     labels: Iterable[np.ndarray],
     num_classes: int,
+    shot_cuts: bool = True,
     **kwargs: Any,
 ) -> TemporalConsistencyResult:
     """TC / flicker of one whole sequence (same math as the streaming accumulator).
 
-    `kwargs` go to `TemporalConsistency` (flow_size, flow_fn, keep_heatmap, flow_preset).
+    `shot_cuts`: find cuts between camera shots (`metrics.shots`) and leave the pairs across them
+    out. `kwargs` go to `TemporalConsistency` (flow_size, flow_fn, keep_heatmap, flow_preset).
     """
     acc = TemporalConsistency(num_classes, **kwargs)
-    for f, lab in strict_pairs(frames, labels, "temporal_consistency: different numbers of frames and label maps"):
-        acc.update(f, lab)
+    pairs = strict_pairs(frames, labels, "temporal_consistency: different numbers of frames and label maps")
+    if shot_cuts:
+        marked = mark_shot_cuts(pairs, frame_of=lambda pair: pair[0])
+    else:
+        marked = ((pair, False) for pair in pairs)
+    for (f, lab), new_shot in marked:
+        acc.update(f, lab, new_shot=new_shot)
     return acc.result()

@@ -1,7 +1,8 @@
 """The `vseg` group: every command registered in one place, user errors turned into one line.
 
-User errors (`VsegError`) print one line and exit 2; Ctrl-C exits 130 after removing partial
-outputs; anything else is a bug and keeps its traceback.
+User errors (`VsegError`) print one line and exit 2; Ctrl-C, SIGTERM and SIGHUP remove partial
+outputs, print one line and exit 128 + the signal (130, 143, 129); anything else is a bug and
+keeps its traceback.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 
 from vsegcli import __version__
 from vsegcli.cli._options import CONTEXT
+from vsegcli.cli._signals import interrupt_name, interrupt_status, signals_as_interrupts
 from vsegcli.cli.bench import bench
 from vsegcli.cli.convert import convert
 from vsegcli.cli.eval import eval_cmd
@@ -26,13 +28,14 @@ class VsegGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with signals_as_interrupts():  # SIGTERM/SIGHUP clean up like Ctrl-C
+                return super().invoke(ctx)
         except VsegError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("Interrupted: partial outputs were removed.", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            click.echo(f"Interrupted ({interrupt_name(exc)}): partial outputs were removed.", err=True)
+            ctx.exit(interrupt_status(exc))  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
 
 
 @click.group(cls=VsegGroup, context_settings=CONTEXT)

@@ -11,6 +11,7 @@ from vsegcli.cli._options import (
     CONTEXT, device_for, device_option, echo_json, gpu_option, json_flag, precision_option, quiet_option,
 )
 from vsegcli.errors import VsegError
+from vsegcli.io.outputs import plan_outputs
 from vsegcli.runtime.progress import FrameProgress
 
 
@@ -103,6 +104,13 @@ def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, m
     console, show = _console(quiet)
     jobs = _outputs_for(inputs, output, labels_dir, no_video)
     reports = [report if len(inputs) == 1 or report is None else report / f"{src.stem}.html" for src in inputs]
+    # All outputs of all inputs checked before the model loads or a frame is decoded (io.outputs).
+    plan = plan_outputs([*inputs, *([Path(checkpoint)] if checkpoint and "://" not in checkpoint else [])],
+                        video=[j[1] for j in jobs], labels_dir=[j[2] for j in jobs], report=reports,
+                        overwrite=overwrite)
+    if plan.removed:
+        click.echo(f"note: removed {len(plan.removed)} temporary file(s) left by an interrupted run "
+                   f"({', '.join(p.name for p in plan.removed)})", err=True)
     seg = api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size,
                    frame_batch=frame_batch)
     if seg.info.random_init:  # said even with --quiet: these labels mean nothing

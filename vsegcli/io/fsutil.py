@@ -9,12 +9,15 @@ complete. This module is the one home of that rule:
     atomic_path(path)                 a temporary path for writers that want a file name (cv2, ffmpeg)
     AtomicDir(folder) / atomic_dir    a folder filled file by file, renamed into place when complete
 
-Temporary names start with a dot and contain ``.part``, so they never look like results.
+Temporary names are ``.NAME.part<pid>-<token>[...]`` beside NAME: hidden, never looking like
+results, and carrying the writing process's id, so a later run can recognise the ones a killed
+run (SIGKILL, power loss) left behind and remove them (`remove_stale_temporaries`).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -30,7 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], dur
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_part_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -59,10 +62,69 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def _part_prefix(path: Path, kind: str = "part") -> str:
+    return f".{path.name}.{kind}{os.getpid()}-"
+
+
+def part_name(path: str | os.PathLike, suffix: str = "") -> Path:
+    """A fresh hidden temporary name beside `path`: ``.NAME.part<pid>-<token><suffix>``.
+    Every temporary vseg writes is named this way (the video writer too)."""
+    path = Path(os.path.abspath(path))
+    return path.with_name(f"{_part_prefix(path)}{secrets.token_hex(4)}{suffix}")
+
+
 def _part_name(path: Path, keep_suffix: bool = False) -> Path:
-    """A fresh hidden name beside `path`: .NAME.part<token>[.suffix]."""
-    suffix = path.suffix if keep_suffix else ""
-    return path.with_name(f".{path.name}.part{secrets.token_hex(4)}{suffix}")
+    return part_name(path, path.suffix if keep_suffix else "")
+
+
+_TEMP_RE = r"\.(?:part|old)(\d+)-[A-Za-z0-9_]+(?:\..*)?"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's live process (or not a pid we can ask about): keep it
+    return True
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Temporaries of `path` (``.NAME.part<pid>-…``, ``.NAME.old<pid>-…``) whose writing process
+    is gone: left by a killed run. A live process's temporaries are never listed (a concurrent
+    run writing the same output keeps its own). The pid is checked on this machine only."""
+    path = Path(os.path.abspath(path))
+    pattern = re.compile(re.escape(f".{path.name}") + _TEMP_RE + r"\Z")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    stale = []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m and not _pid_alive(int(m.group(1))):
+            stale.append(entry)
+    return sorted(stale)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove `stale_temporaries(path)`; returns what was removed."""
+    removed = []
+    for entry in stale_temporaries(path):
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue  # not ours to fight over: the output check reports unwritable folders
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -115,17 +177,20 @@ class AtomicDir:
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
+        # Absolute: `Path(".")` has no name to build a sibling from.
+        self.folder = Path(os.path.abspath(folder))
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.part", dir=self.folder.parent))
+        self.tmp = Path(tempfile.mkdtemp(prefix=_part_prefix(self.folder), dir=self.folder.parent))
 
     def commit(self) -> Path:
         """Rename the temporary folder to `folder`; an existing one is moved aside first and
-        deleted after, so the final name always holds a complete folder."""
-        if self.folder.exists():
-            trash = self.folder.with_name(f".{self.folder.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            self.folder.rename(trash)
+        deleted after, so the final name always holds a complete folder. Whether an existing
+        folder may be replaced at all is the caller's rule (`vsegcli.io.outputs`)."""
+        os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; outputs get the usual mode
+        if self.folder.is_symlink() or self.folder.exists():
+            trash = Path(tempfile.mkdtemp(prefix=_part_prefix(self.folder, "old"), dir=self.folder.parent))
+            aside = trash / "old"  # rename into a fresh folder: never onto something that exists
+            self.folder.rename(aside)
             self.tmp.rename(self.folder)
             shutil.rmtree(trash, ignore_errors=True)
         else:

@@ -21,15 +21,18 @@ REPORT_SCHEMA = 1
 def report_paths(path: str | Path) -> tuple[Path, Path]:
     """(html, json) for a user-given report path.
 
-    ``r.html`` -> r.html + r.json; ``r.json`` -> the same pair; an existing folder or a name
-    without a suffix -> <folder>/report.html + <folder>/report.json.
+    ``r.html`` -> r.html + r.json; ``r.json`` -> the same pair; a name without a suffix ``r``
+    -> r.html + r.json too (no folder is made for it); an existing folder ``d`` ->
+    d/report.html + d/report.json.
     """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".html", ".htm", ".json"):
         return p.with_suffix(".html" if suffix == ".json" else p.suffix), p.with_suffix(".json")
-    if p.is_dir() or not suffix:
+    if p.is_dir():
         return p / "report.html", p / "report.json"
+    if not suffix:
+        return p.with_name(p.name + ".html"), p.with_name(p.name + ".json")
     raise VsegError(f"report path {p}: give a .html or .json file name, or a folder")
 
 

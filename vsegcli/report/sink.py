@@ -19,6 +19,7 @@ import numpy as np
 from vsegcli import __version__
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import atomic_write_files
+from vsegcli.io.outputs import check_file_output
 from vsegcli.io.jsonio import dumps, finite, jsonable
 from vsegcli.metrics.temporal_consistency import TemporalConsistency, TemporalConsistencyResult
 from vsegcli.report.document import REPORT_SCHEMA, report_paths, source_fps
@@ -54,10 +55,8 @@ class ConsistencySink:
         top_k: int = 5,
     ) -> None:
         self.html_path, self.json_path = report_paths(path)
-        if not overwrite:
-            for p in (self.html_path, self.json_path):
-                if p.exists():
-                    raise VsegError(f"{p} already exists; pass --overwrite or choose another report name")
+        for p in (self.html_path, self.json_path):  # the output rules every vseg output shares
+            check_file_output(p, "report", overwrite=overwrite, flag="--report name")
         if len(classes) < num_classes:
             # A label set without names still gets a readable table.
             classes = list(classes) + [f"class_{i}" for i in range(len(classes), num_classes)]

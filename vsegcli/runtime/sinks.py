@@ -14,6 +14,7 @@ import numpy as np
 
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import AtomicDir
+from vsegcli.io.outputs import check_labels_folder, write_labels_manifest
 from vsegcli.runtime.render import Palette
 
 
@@ -32,19 +33,25 @@ class LabelPngSink:
 
     Grey uint8 PNGs hold the class index per pixel (what scripts and evaluators read); with
     `color=True` they are RGB colour maps instead. Written into a temporary folder beside the target
-    (`fsutil.AtomicDir`) that is renamed into place when the run completes.
+    (`fsutil.AtomicDir`) that is renamed into place when the run completes, with the manifest
+    `io.outputs.LABELS_MANIFEST` (version, frames, source) that marks it as vseg's own.
     """
 
-    def __init__(self, folder: Path, palette: Palette, color: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, folder: Path, palette: Palette, color: bool = False, overwrite: bool = False,
+                 source: str | Path | None = None) -> None:
         folder = Path(folder)
-        if folder.exists() and not overwrite and (not folder.is_dir() or any(folder.iterdir())):
-            raise VsegError(f"{folder} already exists and is not empty; pass --overwrite or choose another --labels-dir")
+        # The one rule (io.outputs): new, empty, or a vseg labels folder with --overwrite.
+        check_labels_folder(folder, overwrite=overwrite)
         self.folder = folder
+        self.overwrite = overwrite
+        self.source = None if source is None else str(source)
         self._staging = AtomicDir(folder)
         self.tmp = self._staging.tmp
         self.palette = palette
         self.color = color
         self.count = 0
+        self._first: int | None = None
+        self._last: int | None = None
 
     def write(self, index: int, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray | None) -> None:
         if self.color:
@@ -53,9 +60,20 @@ class LabelPngSink:
             image = labels
         if not cv2.imwrite(str(self.tmp / f"{index:06d}.png"), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
             raise VsegError(f"could not write label PNGs into {self.tmp.parent}: disk full or no permission?")
+        if self._first is None:
+            self._first = index
+        self._last = index
         self.count += 1
 
     def close(self) -> Path:
+        """Write the manifest (vseg's mark: only such folders are ever replaced), then rename the
+        folder into place, checking again that what is there may be replaced."""
+        try:
+            write_labels_manifest(self.tmp, frames=self.count, source=self.source, color=self.color,
+                                  first_frame=self._first, last_frame=self._last)
+        except OSError as exc:
+            raise VsegError(f"could not write label PNGs into {self.tmp.parent}: {exc.strerror or exc}") from None
+        check_labels_folder(self.folder, overwrite=self.overwrite)
         return self._staging.commit()
 
     def abort(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import secrets
 import subprocess
 import tempfile
 from fractions import Fraction
@@ -21,6 +20,8 @@ from weakref import WeakSet
 import numpy as np
 
 from vsegcli.errors import VsegError
+from vsegcli.io.fsutil import part_name
+from vsegcli.io.outputs import check_file_output
 from vsegcli.io.video.ffmpeg import error_line, ffmpeg_exe, parse_streams, popen_detached, run_ffmpeg_info
 
 # Output containers we write, and the audio codecs each can carry as-is (others -> AAC).
@@ -31,15 +32,6 @@ _AUDIO_COPY = {
     ".mov": _MP4_AUDIO_COPY,
     ".mkv": _MP4_AUDIO_COPY | {"opus", "vorbis", "flac"},
 }
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.resolve() == b.resolve():
-            return True
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 # Writers still open at interpreter exit are aborted, so a crash leaves no temporary files.
@@ -120,15 +112,9 @@ class VideoWriter:
             raise VsegError(
                 f"cannot write video {self.path}: use a .mp4 (or .mov/.m4v/.mkv) file name"
             )
-        for p in protected:
-            if p is not None and _same_file(Path(p), self.path):
-                raise VsegError(
-                    f"refusing to write the output onto the input {p}; choose another output path"
-                )
-        if self.path.is_dir():
-            raise VsegError(f"{self.path} is a folder; give a video file name such as out.mp4")
-        if self.path.exists() and not self.overwrite:
-            raise VsegError(f"{self.path} already exists; pass --overwrite or choose another output path")
+        # The output rules every vseg output shares (never an input, --overwrite, writable).
+        check_file_output(self.path, "output video", inputs=[p for p in protected if p is not None],
+                          overwrite=self.overwrite)
 
     def _temp_paths(self, suffix: str) -> tuple[Path, Path]:
         """Hidden names beside the target for the encoded video and the audio-muxed result."""
@@ -137,9 +123,8 @@ class VideoWriter:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise VsegError(f"cannot create output folder {parent}: {exc.strerror}") from None
-        token = secrets.token_hex(4)
-        return (parent / f".{self.path.name}.part{token}{suffix}",
-                parent / f".{self.path.name}.part{token}.a{suffix}")
+        video_tmp = part_name(self.path, suffix)  # .NAME.part<pid>-<token>.mp4: see io.fsutil
+        return video_tmp, video_tmp.with_name(f"{video_tmp.name[:-len(suffix)]}.a{suffix}")
 
     def _encoder_command(self, quality: int, preset: str, suffix: str) -> list[str]:
         """ffmpeg reading raw RGB frames on stdin and writing H.264 yuv420p to the temporary file."""

@@ -94,8 +94,10 @@ def test_json_numbers_equal_independent_metric(reports):
     for f, lab in zip(*_data()):
         acc.update(f, lab)
     expected = json.loads(json.dumps(acc.result().to_dict()))
+    assert expected.pop("shot_cuts") == []  # the report lists cuts at the top level, as source frames
     assert doc["vseg_report"] == 1
     assert doc["metrics"] == expected
+    assert doc["shot_cuts"] == [] and doc["pairs_excluded"] == 0 and doc["shot_cut_detection"] == "on"
     assert "flicker_heatmap" not in doc["metrics"]  # only the small copy at the top level
     assert max(doc["flicker_heatmap"]["size"]) <= JSON_HEATMAP_SIDE
     assert doc["frames"]["indices"] == [START + STRIDE * k for k in range(20)]
@@ -262,6 +264,70 @@ def test_compare_warns_on_different_inputs(reports, tmp_path):
     assert res.exit_code == 0
     warns = [ln for ln in res.stderr.splitlines() if ln.startswith("warning")]
     assert len(warns) == 1 and "different inputs" in warns[0]
+
+
+BIKES = Path(__file__).resolve().parents[1] / "examples" / "bikes.mp4"
+
+
+@pytest.fixture(scope="module")
+def two_shots():
+    """12 frames of one shot of bikes.mp4 then 12 of another (cut at position 12), 160x68, with
+    labels that follow the picture (grey levels in 5 bands)."""
+    if not BIKES.is_file():
+        pytest.skip("examples/bikes.mp4 is missing")
+    from vsegcli.io.video.reader import FrameReader
+
+    with FrameReader(BIKES, max_frames=162) as reader:
+        decoded = [f for _, f in reader]
+    frames = [cv2.resize(f, (160, 68), interpolation=cv2.INTER_AREA) for f in decoded[40:52] + decoded[150:162]]
+    labels = [np.minimum(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) // 52, K - 1).astype(np.uint8) for f in frames]
+    return frames, labels
+
+
+def _drive_frames(path: Path, frames, labels, **kwargs) -> dict:
+    sink = ConsistencySink(path, K, CLASSES, PALETTE, context=_context(), **kwargs)
+    for k, (f, lab) in enumerate(zip(frames, labels)):
+        sink.write(START + STRIDE * k, f, lab, None)
+    result = sink.close()
+    return {"result": result, "doc": load_report(path), "html": Path(path).with_suffix(".html").read_text()}
+
+
+def test_shot_cut_pair_left_out_listed_and_marked(two_shots, tmp_path):
+    frames, labels = two_shots
+    out = _drive_frames(tmp_path / "cut.html", frames, labels)
+    doc = out["doc"]
+    cut_frame = START + STRIDE * 12
+    assert doc["shot_cuts"] == [cut_frame] and doc["pairs_excluded"] == 1
+    assert out["result"]["shot_cuts"] == [cut_frame]
+    # Numbers = an accumulator told where the cut is; and = the two shots scored on their own.
+    acc = TemporalConsistency(K, flow_size=256)
+    for k, (f, lab) in enumerate(zip(frames, labels)):
+        acc.update(f, lab, new_shot=k == 12)
+    expected = json.loads(json.dumps(acc.result().to_dict()))
+    expected.pop("shot_cuts")
+    assert doc["metrics"] == expected
+    assert doc["metrics"]["num_pairs"] == 22 and doc["metrics"]["per_pair_flow_flicker"][11] is None
+    assert doc["measured"]["frames"] == 24 and doc["frames"]["indices"][-1] == START + STRIDE * 23
+    # The cut is no worst moment, and the page says what was left out and the numbers with it.
+    assert all(not (m["first_pair"] <= 11 <= m["last_pair"]) for m in doc["worst_moments"])
+    assert "1 shot cut found" in out["html"] and f"source frame {cut_frame}" in out["html"]
+    inc = doc["metrics"]["including_cuts"]
+    assert inc["tc"] < doc["metrics"]["tc"] and inc["flicker_rate"] > doc["metrics"]["flicker_rate"]
+
+    # Detection off: every pair counts, as an accumulator without cuts computes it.
+    off = _drive_frames(tmp_path / "off.html", frames, labels, shot_cuts=False)
+    acc = TemporalConsistency(K, flow_size=256)
+    for f, lab in zip(frames, labels):
+        acc.update(f, lab)
+    assert off["doc"]["shot_cut_detection"] == "off" and off["doc"]["shot_cuts"] == []
+    assert off["doc"]["metrics"]["tc"] == pytest.approx(acc.result().tc, abs=1e-6)
+    assert off["doc"]["metrics"]["tc"] == pytest.approx(inc["tc"], abs=1e-6)
+    assert "Shot-cut detection was off" in off["html"]
+
+    # compare says when two reports left out different pairs.
+    res = CliRunner().invoke(cli, ["report", "compare", str(tmp_path / "cut.json"), str(tmp_path / "off.json")])
+    assert res.exit_code == 0, res.output
+    assert f"different pairs left out at shot cuts (frames {cut_frame}; not detected)" in res.stderr
 
 
 @pytest.mark.parametrize("content", [None, "not json", '{"tc": 1}'])

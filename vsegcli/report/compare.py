@@ -64,6 +64,9 @@ def compare_reports(paths: list[Path]) -> dict[str, Any]:
             "name": lab, "file": str(p), "model": _model(d), "checkpoint": ctx.get("checkpoint"),
             "input": ctx.get("input"), "frames": m.get("num_frames"),
             "analysis_size": m.get("analysis_size"),
+            # None: a report from before shot cuts were left out (every pair counted).
+            "shot_cuts": d.get("shot_cuts") if d.get("shot_cut_detection") == "on" else None,
+            "pairs_excluded": m.get("pairs_excluded"),
         })
     rows: list[dict[str, Any]] = []
     for key, label, better, _ in HEADLINE:
@@ -88,4 +91,9 @@ def compare_reports(paths: list[Path]) -> dict[str, Any]:
         warnings.append("different frame counts (" + ", ".join(str(r["frames"]) for r in runs) + ")")
     if len({tuple(r["analysis_size"] or ()) for r in runs}) > 1:
         warnings.append("different analysis resolutions")
+    if len({None if r["shot_cuts"] is None else tuple(r["shot_cuts"]) for r in runs}) > 1:
+        warnings.append("different pairs left out at shot cuts ("
+                        + "; ".join("not detected" if r["shot_cuts"] is None else
+                                    ("frames " + ", ".join(map(str, r["shot_cuts"])) if r["shot_cuts"] else "none")
+                                    for r in runs) + ")")
     return {"runs": runs, "rows": rows, "warnings": warnings}

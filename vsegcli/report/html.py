@@ -94,6 +94,25 @@ def _summary_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _cuts_note(doc: dict[str, Any], fps: float | None) -> str:
+    """What the shot cuts did to the numbers: which pairs were left out, the numbers with them."""
+    if doc.get("shot_cut_detection") == "off":
+        return '<p class="note">Shot-cut detection was off: every pair is counted, cuts included.</p>'
+    cuts = doc.get("shot_cuts") or []
+    if not cuts:
+        return '<p class="note">No shot cut found: every consecutive pair is counted.</p>'
+    where = ", ".join(f"{c}" + (f" ({format_timestamp(c / fps)})" if fps else "") for c in cuts)
+    inc = doc["metrics"].get("including_cuts") or {}
+    with_cuts = ""
+    if inc:
+        with_cuts = (f" Counting them anyway: TC {_pct(inc.get('tc'), fraction=False)}, flicker "
+                     f"{_pct(inc.get('flicker_rate'))}, flow-compensated flicker {_pct(inc.get('flow_flicker_rate'))}.")
+    return (f'<p class="note">{len(cuts)} shot cut{"s" if len(cuts) != 1 else ""} found (a new shot starts at '
+            f"source frame {_e(where)}): the pair across each cut is left out of every number on this page, "
+            "since every label changes there and no model is to blame; the dashed lines on the timeline mark "
+            f"them.{_e(with_cuts)}</p>")
+
+
 def render_html(doc: dict[str, Any], plots: Mapping[str, str] | None = None) -> str:
     """The self-contained report page for a report document (see `ConsistencySink.build`)."""
     plots = plots or {}
@@ -147,6 +166,7 @@ def render_html(doc: dict[str, Any], plots: Mapping[str, str] | None = None) -> 
                + ". Values compare between vseg runs at the same analysis resolution, not with published TC "
                "numbers (those use FlowNet2 at full resolution). Compare runs with "
                "<code>vseg report compare a.json b.json</code>.</p>")
+    out.append(_cuts_note(doc, fps))
 
     out.append("<h2>Over time</h2>")
     if "timeline" in plots:

@@ -70,12 +70,14 @@ def worst_moments(
     Only pairs clearly above the median count (1.25x it and half a percent of pixels more), so a
     steady video lists fewer than k windows, or none.
     """
-    s = np.nan_to_num(np.asarray(flow_flicker, dtype=np.float64), nan=0.0)
+    values = np.asarray(flow_flicker, dtype=np.float64)
+    # NaN pairs (no valid pixel, or across a shot cut) are never a moment and stop a window.
+    s = np.nan_to_num(values, nan=0.0)
     raw = np.nan_to_num(np.asarray(flicker, dtype=np.float64), nan=0.0)
     n = len(s)
-    if n == 0 or k <= 0:
+    if n == 0 or k <= 0 or not np.isfinite(values).any():
         return []
-    median = float(np.median(s))
+    median = float(np.nanmedian(values))
     bar = max(1.25 * median, median + 0.005)
     owner = np.full(n, -1)  # which window each examined pair belongs to (listed or shoulder)
     windows: list[list[float]] = []  # [first_pair, last_pair, floor], in order of their peaks

@@ -59,6 +59,11 @@ def render_plots(
         still = 100 * (1 - np.asarray(r.per_pair_flicker, dtype=np.float64))
         ax.plot(xp, still, color="#e39b4b", lw=1.0, label="same-position agreement (1 − flicker)")
         ax.plot(xp, agree, color="#1f4e99", lw=1.5, label="flow-compensated agreement (1 − flow-compensated flicker)")
+        cut_label = "shot cut (pair left out)"
+        for frame in doc.get("shot_cuts") or []:
+            pos = int(np.searchsorted(idx, frame))  # the pair ending at this frame is plotted here
+            ax.axvline(x[pos], color="#555", ls="--", lw=1.0, label=cut_label)
+            cut_label = "_nolegend_"
         for m in doc["worst_moments"]:
             a, b = x[m["first_pair"]], x[m["last_pair"] + 1]
             pad = 0.5 * (x[1] - x[0]) if len(x) > 1 else 0.5

@@ -2,13 +2,16 @@
 
 It feeds every processed frame to `metrics.TemporalConsistency` (on the reduced analysis grid,
 a few ms per frame), and when the run completes builds the report document (`build`), its plots
-and page, and writes report.json + report.html atomically.
+and page, and writes report.json + report.html atomically. Shot cuts are found on the frames it
+is given (`metrics.shots`, 2 frames of look-ahead, so frames reach the accumulator 2 late) and
+the pairs across them are left out of every number, marked on the timeline and listed.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import atomic_write_files
 from vsegcli.io.outputs import check_file_output
 from vsegcli.io.jsonio import dumps, finite, jsonable
+from vsegcli.metrics.shots import ShotCutDetector
 from vsegcli.metrics.temporal_consistency import TemporalConsistency, TemporalConsistencyResult
 from vsegcli.report.document import REPORT_SCHEMA, report_paths, source_fps
 from vsegcli.report.html import render_html
@@ -53,6 +57,7 @@ class ConsistencySink:
         overwrite: bool = False,
         flow_preset: str = "medium",
         top_k: int = 5,
+        shot_cuts: bool = True,
     ) -> None:
         self.html_path, self.json_path = report_paths(path)
         for p in (self.html_path, self.json_path):  # the output rules every vseg output shares
@@ -69,6 +74,9 @@ class ConsistencySink:
         self.palette = pal
         self.top_k = int(top_k)
         self.acc = TemporalConsistency(num_classes, flow_size=flow_size, flow_preset=flow_preset)
+        # `shot_cuts=False` counts every pair (the numbers as they were before cuts were found).
+        self.shots = ShotCutDetector() if shot_cuts else None
+        self._pending: deque[tuple[int, np.ndarray, np.ndarray]] = deque()  # awaiting a cut decision
         self._ctx: dict[str, Any] = dict(context or {})
         self._lock = threading.Lock()
         self._indices: list[int] = []
@@ -88,8 +96,16 @@ class ConsistencySink:
         if self._t_first is None:
             self._t_first = now
         self._t_last = now
-        self.acc.update(frame, labels)
-        self._indices.append(int(index))
+        if self.shots is None:
+            self._measure(int(index), frame, labels, False)
+            return
+        self._pending.append((int(index), frame, labels))
+        for new_shot in self.shots.push(frame):
+            self._measure(*self._pending.popleft(), new_shot)
+
+    def _measure(self, index: int, frame: np.ndarray, labels: np.ndarray, new_shot: bool) -> None:
+        self.acc.update(frame, labels, new_shot=new_shot)
+        self._indices.append(index)
         if self._thumb is None and self.acc.analysis_size is not None:
             gh, gw = self.acc.analysis_size
             self._thumb = cv2.resize(np.asarray(frame), (gw, gh), interpolation=cv2.INTER_AREA)
@@ -97,6 +113,9 @@ class ConsistencySink:
     def close(self) -> dict[str, Any] | None:
         """Write both files; returns their paths and the headline numbers (None without frames:
         the caller reports the empty input)."""
+        if self.shots is not None:
+            for new_shot in self.shots.finish():
+                self._measure(*self._pending.popleft(), new_shot)
         if not self._indices:
             self.closed = True
             return None
@@ -108,6 +127,7 @@ class ConsistencySink:
             "report_html": str(self.html_path), "report_json": str(self.json_path),
             "tc": finite(r.tc), "flicker_rate": finite(r.flicker_rate),
             "flow_flicker_rate": finite(r.flow_flicker_rate),
+            "shot_cuts": [self._indices[p] for p in r.shot_cuts],
         }
 
     def abort(self) -> None:
@@ -139,7 +159,7 @@ class ConsistencySink:
             # n-1 intervals between the first and last frame's arrival: steady-state throughput
             # of the whole pipeline (model warm-up before the first frame excluded).
             "fps": round((n - 1) / span, 2) if n > 1 and span > 0 else None,
-            "metrics_seconds": round(self.acc.elapsed_s, 3),
+            "metrics_seconds": round(self.acc.elapsed_s + (self.shots.elapsed_s if self.shots else 0.0), 3),
         }
 
     def build(self) -> dict[str, Any]:
@@ -149,6 +169,11 @@ class ConsistencySink:
         ctx = self.context
         fps = source_fps(ctx)
         moments = worst_moments(r.per_pair_flow_flicker, r.per_pair_flicker, self._indices, fps, self.top_k)
+        metrics = r.to_dict()
+        # Source frame indices (not positions in the processed sequence) of the frames that start
+        # a new shot: the pair ending at each is left out of every number.
+        metrics.pop("shot_cuts")
+        cuts = [self._indices[p] for p in r.shot_cuts]
         share = r.class_share.mean(axis=0) if r.class_share.size else np.zeros(self.num_classes)
         per_class = [
             {
@@ -174,7 +199,10 @@ class ConsistencySink:
             "context": jsonable(ctx),
             "measured": self._measured(),
             "classes": self.classes,
-            "metrics": r.to_dict(),
+            "metrics": metrics,
+            "shot_cuts": cuts,
+            "pairs_excluded": r.pairs_excluded,
+            "shot_cut_detection": "on" if self.shots is not None else "off",
             "frames": {
                 "indices": list(self._indices),
                 "timestamps": [round(i / fps, 4) for i in self._indices] if fps else None,

@@ -72,10 +72,12 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     return {"bursty": d / "bursty.json", "steady": d / "steady.json", "dir": d}
 
 
-def test_report_paths():
+def test_report_paths(tmp_path):
     assert report_paths("r.html") == (Path("r.html"), Path("r.json"))
     assert report_paths("out/r.json") == (Path("out/r.html"), Path("out/r.json"))
-    assert report_paths("out") == (Path("out/report.html"), Path("out/report.json"))
+    # A name without a suffix names the pair; an existing folder gets report.html + report.json.
+    assert report_paths(tmp_path / "out") == (tmp_path / "out.html", tmp_path / "out.json")
+    assert report_paths(tmp_path) == (tmp_path / "report.html", tmp_path / "report.json")
     with pytest.raises(VsegError):
         report_paths("r.txt")
 

@@ -19,7 +19,7 @@ from vsegcli.checkpoints import (
     read_state_dict,
     save_checkpoint,
 )
-from vsegcli.errors import VsegError
+from vsegcli.errors import NeedsOption, VsegError
 from vsegcli.data.labels import get_label_set
 from vsegcli.models import build_model
 
@@ -284,8 +284,9 @@ def test_detect_refuses_backbone_only_and_unknown():
         detect_architecture(backbone)
     with pytest.raises(VsegError, match="no SegFormer decode head"):
         detect_architecture({f"backbone.{k}": v for k, v in backbone.items()})
-    with pytest.raises(VsegError, match="--arch"):
+    with pytest.raises(NeedsOption, match="architecture=") as info:  # the library names its keyword
         detect_architecture({"conv1.weight": torch.zeros(1)})
+    assert info.value.option == "architecture" and "--arch" in info.value.worded("--arch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,3 +512,100 @@ def test_convert_with_label_set_override(tmp_path):
     assert meta.classes == names and meta.label_set is None  # custom names are not the standard set
     with pytest.raises(VsegError, match="give exactly 19 names"):
         convert_checkpoint(dst, tmp_path / "bad.safetensors", classes=names[:3])
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats by content, not by name; every unreadable file is one line; hints in the caller's words
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from vsegcli.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def _one_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("writer", ["torch-zip", "torch-legacy", "safetensors-as-pth"])
+def test_format_is_read_from_the_bytes_not_the_name(b0, x, tmp_path, writer):
+    """torch 2.13's torch.load sends any '*.safetensors' path to safetensors: a torch file under
+    that name must still load (and a safetensors file named .pth)."""
+    if writer == "safetensors-as-pth":
+        path = save_checkpoint(b0, CheckpointMeta.from_model(b0), tmp_path / "w.safetensors")
+        path = path.rename(tmp_path / "w.pth")
+    else:
+        path = tmp_path / "w.safetensors"
+        torch.save(b0.state_dict(), path, _use_new_zipfile_serialization=writer == "torch-zip")
+    loaded = load_checkpoint(path)
+    _assert_same_weights(loaded.model.state_dict(), b0.state_dict())
+    r = _cli("convert", str(path), str(tmp_path / "out.safetensors"))
+    assert r.exit_code == 0, r.output
+    _assert_same_weights(load_checkpoint(tmp_path / "out.safetensors").model.state_dict(), b0.state_dict())
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, b0) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    torch.save(b0.state_dict(), d / "full.pth")
+    data = (d / "full.pth").read_bytes()
+    out = {"garbage": d / "garbage.safetensors", "truncated": d / "truncated.safetensors"}
+    out["garbage"].write_bytes(b"\x80\x04not really a pickle" * 50)
+    out["truncated"].write_bytes(data[: len(data) // 3])  # a torch zip, cut, under a safetensors name
+    return out
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+@pytest.mark.parametrize("command", ["run", "convert", "eval", "bench"])
+def test_unreadable_checkpoint_is_one_line_exit_2(bad_files, tiny_video, tmp_path, command, kind):
+    bad = str(bad_files[kind])
+    if command == "run":
+        args = ["run", str(tiny_video), "-c", bad, "-o", str(tmp_path / "o.mp4")]
+    elif command == "convert":
+        args = ["convert", bad, str(tmp_path / "o.safetensors")]
+    elif command == "eval":
+        from datasetgen import make_camvid
+
+        make_camvid(tmp_path / "camvid", sequences={"0016E5": 2})
+        args = ["eval", "--dataset", "camvid", "--data-root", str(tmp_path / "camvid"), "-c", bad]
+    else:
+        args = ["bench", "-c", bad, "--device", "cpu"]
+    line = _one_line(_cli(*args))
+    assert "not a checkpoint" in line or "refuses" in line, line
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))
+
+
+def test_plain_state_dict_hints_name_the_commands_own_flag(tiny_video, tmp_path):
+    """A bare effl0 state dict (no metadata): `run` points at -m/--model (not --arch), and with
+    -m the class count comes from the classifier's shape (run has no --num-classes)."""
+    m = _model("effl0", 11, seed=1)
+    plain = tmp_path / "plain_effl0_state_dict.pth"
+    torch.save(m.state_dict(), plain)
+    out = tmp_path / "out.mp4"
+    line = _one_line(_cli("run", str(tiny_video), "-c", str(plain), "-o", str(out)))
+    assert "-m/--model" in line and "--arch" not in line and not out.exists()
+    line = _one_line(_cli("convert", str(plain), str(tmp_path / "c.safetensors")))
+    assert "-m/--model" in line and "--arch" not in line
+    # wrong architecture: the hint still names run's flag; nothing about --num-classes
+    line = _one_line(_cli("run", str(tiny_video), "-c", str(plain), "-m", "stt-effl0", "-o", str(out)))
+    assert "-m/--model" in line and "--num-classes" not in line and "--arch" not in line
+
+    r = _cli("run", str(tiny_video), "-c", str(plain), "-m", "effl0", "-o", str(out), "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 0 and '"num_classes": 11' in r.stdout
+
+
+@pytest.mark.parametrize("arch,k", [("effl0", 7), ("stt-effl0", 11), ("pspnet-r18", 5)])
+def test_class_count_is_inferred_from_the_classifier(tmp_path, arch, k):
+    m = _model(arch, k)
+    torch.save({"state_dict": m.state_dict()}, tmp_path / "m.pth")
+    loaded = load_checkpoint(tmp_path / "m.pth", architecture=arch)
+    assert loaded.meta.num_classes == k and loaded.model.num_classes == k
+    _assert_same_weights(loaded.model.state_dict(), m.state_dict())

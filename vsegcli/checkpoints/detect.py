@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from vsegcli.checkpoints.convert import to_native_keys
-from vsegcli.errors import VsegError
+from vsegcli.errors import NeedsOption, VsegError
 
 __all__ = ["detect_architecture", "num_classes_of"]
 
@@ -29,9 +29,9 @@ def detect_architecture(state_dict: dict[str, Tensor]) -> tuple[str, dict[str, A
                 "these are ImageNet MiT backbone weights without a segmentation head; use them as "
                 "pretrained weights for `vseg train`, not as a segmentation checkpoint"
             )
-        raise VsegError(
-            "cannot tell the architecture from the weights (no SegFormer/MRCFA backbone keys); "
-            "pass the architecture (--arch), e.g. one listed by `vseg models`"
+        raise NeedsOption(
+            "cannot tell the architecture from the weights (no SegFormer/MRCFA backbone keys)",
+            "architecture", "pass it with {flag}, e.g. one listed by `vseg models`",
         )
     dims = []
     for s in range(1, 5):
@@ -65,8 +65,31 @@ def detect_architecture(state_dict: dict[str, Tensor]) -> tuple[str, dict[str, A
     return f"segformer-{variant}", {"variant": variant, "embed_dim": int(fuse.shape[0])}
 
 
-def num_classes_of(sd: dict[str, Tensor]) -> int | None:
+def num_classes_of(sd: dict[str, Tensor], architecture: str | None = None,
+                   options: dict[str, Any] | None = None) -> int | None:
+    """The class count a state dict (native names) was trained for, from its classifier's shape.
+
+    SegFormer/MRCFA: their classifier keys. Any registered `architecture`: the tensors whose shape
+    depends on the class count are found by building the model twice on the meta device (no
+    memory, milliseconds) with two class counts; the file's size along those dimensions is the
+    count. None when it cannot be told (or the tensors disagree)."""
     for key in ("decode_head.linear_pred.weight", "decode_head.deco4.smalldecoder.1.weight"):
         if key in sd:
             return int(sd[key].shape[0])
-    return None
+    if architecture is None:
+        return None
+    import torch
+
+    from vsegcli.models.registry import build_model
+
+    a, b = 97, 89  # two counts no layer width is likely to equal
+    with torch.device("meta"):
+        sa = build_model(architecture, a, **(options or {})).state_dict()
+        sb = build_model(architecture, b, **(options or {})).state_dict()
+    found: set[int] = set()
+    for key, ta in sa.items():
+        tb, t = sb.get(key), sd.get(key)
+        if tb is None or t is None or ta.shape == tb.shape or t.dim() != ta.dim():
+            continue
+        found |= {int(t.shape[d]) for d in range(ta.dim()) if (ta.shape[d], tb.shape[d]) == (a, b)}
+    return found.pop() if len(found) == 1 else None

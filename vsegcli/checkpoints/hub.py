@@ -18,7 +18,8 @@ PREFIX = "hf://"
 FOLDER_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.pth"]
 
 
-def is_hub_spec(spec: str | Path) -> bool:
+def is_hub_spec(spec: object) -> bool:
+    """Whether `spec` is an hf:// string (a Path never is: pathlib turns 'hf://a' into 'hf:/a')."""
     return isinstance(spec, str) and spec.startswith(PREFIX)
 
 
@@ -51,16 +52,22 @@ def download(spec: str) -> Path:
         return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=FOLDER_PATTERNS,
                                                       **where))
     except LocalEntryNotFoundError as exc:
-        raise VsegError(f"{spec}: not in the local cache and the hub is unreachable (offline?): {exc}") from exc
+        raise VsegError(f"{spec}: not in the local cache and the hub is unreachable (offline?): {_first_line(exc)}") from exc
     except HfHubHTTPError as exc:
-        first = str(exc).splitlines()[0]
-        raise VsegError(f"{spec}: hub download failed: {first}") from exc
+        raise VsegError(f"{spec}: hub download failed: {_first_line(exc)}") from exc
     except OSError as exc:  # connection refused, DNS, disk full
-        raise VsegError(f"{spec}: hub download failed: {exc}") from exc
+        raise VsegError(f"{spec}: hub download failed: {_first_line(exc)}") from exc
 
 
-def resolve_checkpoint(spec: str | Path) -> Path:
-    """A local path as is; an hf:// spec downloaded to the cache first."""
-    if is_hub_spec(str(spec)):
-        return download(str(spec))
+def _first_line(exc: BaseException) -> str:
+    """huggingface_hub's messages run over several lines; the CLI prints one."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """A local path as is; an hf:// spec (a string: never a Path, which collapses '//') downloaded
+    to the cache first."""
+    if is_hub_spec(spec):
+        return download(spec)  # type: ignore[arg-type]
     return Path(spec)

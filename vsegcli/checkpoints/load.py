@@ -27,20 +27,20 @@ from vsegcli.checkpoints.format import (
 )
 from vsegcli.checkpoints.readers import read_raw
 from vsegcli.data.labels import LABEL_SET_NAMES, get_label_set
-from vsegcli.errors import VsegError
+from vsegcli.errors import NeedsOption, VsegError
 from vsegcli.io.jsonio import jsonable
 from vsegcli.models.base import Segmentor
 
 __all__ = ["convert_checkpoint", "load_checkpoint"]
 
-# Keys of official checkpoints that no vseg model uses at inference time (dropped and reported
-# when the model has no such parameter): the base decode head's unused `conv_seg`, and MRCFA's
-# training-only auxiliary decoders deco1..deco3.
-_IGNORABLE = re.compile(r"^decode_head\.(conv_seg|deco[123])\.")
+# Keys of official checkpoints that no vseg model uses (dropped and reported when the model has no
+# such parameter): the mmseg base decode head's unused `conv_seg` (SegFormer). MRCFA builds its
+# conv_seg and training-only deco1..deco3 itself, so its official checkpoints drop nothing.
+_IGNORABLE = re.compile(r"^decode_head\.conv_seg\.")
 
 
 def load_checkpoint(
-    path: str | os.PathLike,
+    path: str | os.PathLike,  # a file, a folder or hf://owner/repo[@rev][/file]
     architecture: str | None = None,
     num_classes: int | None = None,
 ) -> LoadedCheckpoint:
@@ -51,15 +51,19 @@ def load_checkpoint(
     """
     from vsegcli.models.registry import build_model, get_architecture
 
-    path = Path(path)
+    from vsegcli.checkpoints.hub import is_hub_spec, resolve_checkpoint
+
+    spec = path if isinstance(path, str) else os.fspath(path)  # a URL stays a string: Path collapses '//'
+    path = resolve_checkpoint(spec)  # hf:// -> the downloaded file or folder
     raw = read_raw(path)
-    name = path.name or str(path)
+    name = spec if is_hub_spec(spec) else (path.name or str(path))
 
     if raw.header and META_KEY in raw.header:
         meta = CheckpointMeta.from_dict(decode_header(raw.header, path))
         if architecture is not None and architecture != meta.architecture:
             get_architecture(architecture)  # unknown names get suggestions first
-            raise VsegError(f"{name} is a {meta.architecture} checkpoint, not {architecture}; drop --arch or pick another file")
+            raise NeedsOption(f"{name} is a {meta.architecture} checkpoint, not {architecture}", "architecture",
+                              "drop {flag} or pick another file", "pick another file")
         _check_class_count(name, meta.num_classes, num_classes)
         model = build_model(meta.architecture, meta.num_classes, **meta.arch_options)
         ignored = _load_strict(model, dict(raw.tensors), name)
@@ -73,14 +77,17 @@ def load_checkpoint(
         except VsegError:
             detected, options = architecture, {}  # not a family detection knows: trust the caller
         if detected != architecture:
-            raise VsegError(f"{name} looks like a {detected} checkpoint, not {architecture}; drop --arch or pick another file")
+            raise NeedsOption(f"{name} looks like a {detected} checkpoint, not {architecture}", "architecture",
+                              "drop {flag} or pick another file", "pick another file")
     else:
         architecture, options = detect_architecture(sd)
 
-    k = num_classes_of(sd)
+    k = num_classes_of(sd, architecture, options)
     if k is None:
         if num_classes is None:
-            raise VsegError(f"cannot tell the class count of {name}; pass the number of classes (--num-classes)")
+            raise NeedsOption(
+                f"cannot tell the class count of {name} from its weights ({architecture}'s classifier not found)",
+                "num_classes", "pass it with {flag}", "check that the file is a checkpoint of that architecture")
         k = num_classes
     _check_class_count(name, k, num_classes)
 
@@ -95,10 +102,9 @@ def load_checkpoint(
 
 def _check_class_count(name: str, have: int, want: int | None) -> None:
     if want is not None and want != have:
-        raise VsegError(
-            f"{name} predicts {have} classes but {want} were requested; drop --num-classes or use a "
-            f"checkpoint trained for {want} classes"
-        )
+        raise NeedsOption(f"{name} predicts {have} classes but {want} were requested", "num_classes",
+                          f"drop {{flag}} or use a checkpoint trained for {want} classes",
+                          f"use a checkpoint trained for {want} classes")
 
 
 def _load_strict(model: Segmentor, sd: dict[str, Tensor], name: str) -> list[str]:
@@ -112,6 +118,12 @@ def _load_strict(model: Segmentor, sd: dict[str, Tensor], name: str) -> list[str
     for k in [k for k in missing if k.endswith("num_batches_tracked")]:
         sd[k] = expected[k].clone()
         missing.remove(k)
+    # Training-only parameters (MRCFA's deco1..3) absent from files written before vseg built them:
+    # inference never reads them; the model starts them after the load (start_new_parts).
+    training_only = [k for k in missing if k in model.training_only_keys()]
+    for k in training_only:
+        sd[k] = expected[k].clone()
+        missing.remove(k)
     unexpected = [k for k in sd if k not in expected]
     arch = model.arch_name or type(model).__name__
     if missing or unexpected:
@@ -120,18 +132,19 @@ def _load_strict(model: Segmentor, sd: dict[str, Tensor], name: str) -> list[str
             parts.append(f"{len(missing)} missing keys ({_few(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
-        raise VsegError(
-            f"{name} does not fit {arch}: {' and '.join(parts)}; check that the file is a {arch} "
-            "checkpoint or pass the right --arch"
-        )
+        raise NeedsOption(
+            f"{name} does not fit {arch}: {' and '.join(parts)}", "architecture",
+            f"check that the file is a {arch} checkpoint or pass the right {{flag}}",
+            f"check that the file is a {arch} checkpoint")
     bad = [k for k in expected if tuple(sd[k].shape) != tuple(expected[k].shape)]
     if bad:
         k = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise VsegError(
+        raise NeedsOption(
             f"{name} does not fit {arch}: {k} has shape {list(sd[k].shape)} in the file but "
-            f"{list(expected[k].shape)} in the model{more}; check --arch and --num-classes"
-        )
+            f"{list(expected[k].shape)} in the model{more}", "architecture",
+            f"check that the file is a {arch} checkpoint or pass the right {{flag}}",
+            f"check that the file is a {arch} checkpoint")
     for k, ref in expected.items():
         t = sd[k]
         if ref.is_floating_point():
@@ -140,6 +153,8 @@ def _load_strict(model: Segmentor, sd: dict[str, Tensor], name: str) -> list[str
             sd[k] = t.to(ref.dtype)
     model.load_state_dict(sd, strict=True)
     model.float()
+    if training_only:
+        model.start_new_parts(training_only)
     return ignored
 
 
@@ -152,7 +167,7 @@ def _few(keys: list[str], n: int = 3) -> str:
 
 
 def convert_checkpoint(
-    src: str | os.PathLike,
+    src: str | os.PathLike,  # a file, a folder or hf://owner/repo[@rev][/file]
     dst: str | os.PathLike,
     *,
     half: bool = False,
@@ -166,8 +181,11 @@ def convert_checkpoint(
     `input_size`, `ignore_index`, `provenance` — the latter merged into the imported one).
     `label_set="cityscapes"` alone also sets the names and colours of that set.
     """
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+    from vsegcli.checkpoints.hub import is_hub_spec
+
+    src = src if isinstance(src, str) else os.fspath(src)  # hf:// specs stay strings
+    dst = Path(dst)
+    if not is_hub_spec(src) and dst.exists() and Path(src).exists() and dst.resolve() == Path(src).resolve():
         raise VsegError(f"refusing to overwrite the input {src}; choose another output name")
     loaded = load_checkpoint(src, architecture=architecture, num_classes=num_classes)
     meta = loaded.meta

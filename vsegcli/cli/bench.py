@@ -147,7 +147,7 @@ def render_tables(result: dict[str, Any], console: Any) -> None:
 @gpu_option()
 @click.option("--model", "-m", "models", multiple=True,
               help="Architecture(s) to measure (repeat or comma-separate; see `vseg models`). Default: mrcfa-b0.")
-@click.option("--checkpoint", "-c", type=click.Path(path_type=Path),
+@click.option("--checkpoint", "-c", metavar="FILE|hf://REPO",  # a string: URLs must not go through pathlib
               help="Measure this checkpoint's architecture (weights do not change speed).")
 @click.option("--size", "sizes", multiple=True,
               help="Network input HEIGHTxWIDTH, multiples of 32 (repeat or comma-separate). Default: 480x864.")
@@ -211,7 +211,7 @@ def bench(**options: Any) -> None:
     _bench(**options)  # a VsegError becomes one line and exit 2 in the `vseg` group
 
 
-def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: Path | None, sizes: tuple[str, ...],
+def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint: str | None, sizes: tuple[str, ...],
            precisions: tuple[str, ...], batch: int, use_compile: str | None, channels_last: bool, frames: int | None,
            warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
            e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, no_fold_bn: bool, host_allocator: str | None,
@@ -240,9 +240,7 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     if checkpoint is not None:
         from vsegcli.checkpoints import load_checkpoint
 
-        if not checkpoint.exists():
-            raise VsegError(f"{checkpoint}: no such checkpoint file")
-        loaded = load_checkpoint(checkpoint)
+        loaded = load_checkpoint(checkpoint)  # a missing or unreadable file: one VsegError
         arch_name = loaded.meta.architecture
         given[arch_name] = loaded.model.eval()
         classes = loaded.meta.num_classes

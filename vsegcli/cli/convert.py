@@ -10,25 +10,29 @@ from vsegcli.errors import VsegError
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", metavar="SRC")  # a string: hf://owner/repo must not go through pathlib
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--half", is_flag=True, help="Store weights as fp16 (half the size; loads back as fp32).")
 @click.option("--model", "-m", "architecture", help="Architecture, when it cannot be detected from the keys.")
 @click.option("--label-set", type=click.Choice(["cityscapes", "camvid", "vspw"]), help="Class names and colours to record.")
 @click.option("--input-size", type=click.IntRange(min=32), help="Default inference short side to record.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
-def convert(src: Path, dst: Path, half: bool, architecture: str | None, label_set: str | None,
+def convert(src: str, dst: Path, half: bool, architecture: str | None, label_set: str | None,
             input_size: int | None, overwrite: bool) -> None:
-    """Convert a checkpoint (HF, NVlabs/mmseg, official MRCFA, vseg) to vseg's .safetensors format.
+    """Convert a checkpoint (HF, NVlabs/mmseg, official MRCFA, vseg; a file, a folder or hf://owner/repo)
+    to vseg's .safetensors format.
 
     \b
     Examples:
       vseg convert mrcfa_b1_vspw.pth weights/mrcfa-b1-vspw.safetensors --half
       vseg convert segformer-b0-cityscapes/ segformer-b0.safetensors --input-size 1024
+      vseg convert hf://nvidia/segformer-b0-finetuned-cityscapes-1024-1024 segformer-b0.safetensors
+      vseg convert plain_state_dict.pth effl0.safetensors -m effl0 --label-set camvid
     """
     from vsegcli.checkpoints import convert_checkpoint, load_checkpoint
+    from vsegcli.checkpoints.hub import is_hub_spec
 
-    if not src.exists():
+    if not is_hub_spec(src) and not Path(src).exists():
         raise VsegError(f"{src}: no such file or folder")
     if dst.exists() and not overwrite:
         raise VsegError(f"{dst} already exists; pass --overwrite to replace it")

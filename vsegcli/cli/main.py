@@ -20,7 +20,7 @@ from vsegcli.cli.models import models
 from vsegcli.cli.report import report
 from vsegcli.cli.run import run
 from vsegcli.cli.train import train
-from vsegcli.errors import VsegError
+from vsegcli.errors import NeedsOption, VsegError
 
 
 class VsegGroup(click.Group):
@@ -31,11 +31,25 @@ class VsegGroup(click.Group):
             with signals_as_interrupts():  # SIGTERM/SIGHUP clean up like Ctrl-C
                 return super().invoke(ctx)
         except VsegError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {self._worded(ctx, exc)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt as exc:
             click.echo(f"Interrupted ({interrupt_name(exc)}): partial outputs were removed.", err=True)
             ctx.exit(interrupt_status(exc))  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
+
+    def _worded(self, ctx: click.Context, exc: VsegError) -> str:
+        """The message, with a hint that names the invoked command's own flag (`NeedsOption`)."""
+        if not isinstance(exc, NeedsOption):
+            return str(exc)
+        command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+        names = _OPTION_PARAMS.get(exc.option, ())
+        flag = next(("/".join(sorted(p.opts, key=len)) for p in (command.params if command else [])
+                     if isinstance(p, click.Option) and p.name in names), None)
+        return exc.worded(flag)
+
+
+# The parameter names under which commands take what a `NeedsOption` asks for.
+_OPTION_PARAMS = {"architecture": ("model", "arch", "architecture"), "num_classes": ("num_classes",)}
 
 
 @click.group(cls=VsegGroup, context_settings=CONTEXT)

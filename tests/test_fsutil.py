@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from vsegcli.io.fsutil import AtomicDir, atomic_dir, atomic_path, atomic_write_bytes, atomic_write_files, atomic_write_text
+from vsegcli.io.fsutil import (
+    AtomicDir, atomic_dir, atomic_path, atomic_write, atomic_write_bytes, atomic_write_files, atomic_write_text, part_name,
+    remove_stale_temporaries, stale_temporaries,
+)
 
 
 def entries(folder: Path) -> list[str]:
@@ -69,3 +72,76 @@ def test_atomic_dir_commits_replaces_and_discards(tmp_path: Path):
     (staging.tmp / "f").write_bytes(b"")
     staging.discard()
     assert entries(tmp_path) == ["labels"]
+
+
+class _Interrupt(BaseException):
+    """Not an Exception: a cleanup written as `except Exception` lets it through."""
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit, _Interrupt])
+def test_atomic_write_interrupted_mid_write_leaves_no_temporary(tmp_path: Path, exc: type[BaseException]):
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"previous")
+    seen: list[str] = []
+
+    def write(f) -> None:
+        f.write(b"half of the new")
+        seen.extend(entries(tmp_path))  # the temporary exists while writing
+        raise exc()
+
+    with pytest.raises(exc):
+        atomic_write(target, write, durable=True)
+    assert len(seen) == 2 and any(n.startswith(".model.safetensors.part") for n in seen)
+    assert entries(tmp_path) == ["model.safetensors"] and target.read_bytes() == b"previous"
+    with pytest.raises(exc):  # several files at once: the same
+        atomic_write_files({tmp_path / "a.html": "<p>", tmp_path / "a.json": _Raises(exc)})  # type: ignore[dict-item]
+    assert entries(tmp_path) == ["model.safetensors"]
+
+
+class _Raises(str):
+    """Text whose encoding is interrupted: the first file is staged, the second interrupted."""
+
+    exc: type[BaseException] = KeyboardInterrupt
+
+    def __new__(cls, exc: type[BaseException]) -> "_Raises":
+        self = super().__new__(cls, "{}")
+        self.exc = exc
+        return self
+
+    def encode(self, *args, **kwargs):  # type: ignore[override]
+        raise self.exc()
+
+
+def test_temporaries_carry_the_pid_and_stale_ones_are_removed(tmp_path: Path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "out.mp4"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)  # a process that has exited: its temporaries are stale
+    stale_file = tmp_path / f".out.mp4.part{dead}-0a1b2c3d.mp4"
+    stale_dir = tmp_path / f".out.mp4.old{dead}-x1y2z3_q"
+    live = tmp_path / f".out.mp4.part{os.getpid()}-0a1b2c3d.mp4"  # a running writer's: kept
+    other = tmp_path / f".other.mp4.part{dead}-0a1b2c3d.mp4"  # another output's: not ours to touch
+    user = tmp_path / ".out.mp4.partial-notes"  # not our pattern
+    for p in (stale_file, live, other, user):
+        p.write_bytes(b"x")
+    stale_dir.mkdir()
+    (stale_dir / "old").mkdir()
+    (stale_dir / "old" / "000000.png").write_bytes(b"x")
+    assert part_name(target, ".mp4").name.startswith(f".out.mp4.part{os.getpid()}-")
+    assert stale_temporaries(target) == sorted([stale_dir, stale_file])
+    assert remove_stale_temporaries(target) == sorted([stale_dir, stale_file])
+    assert entries(tmp_path) == sorted(p.name for p in (live, other, user))
+
+
+def test_atomic_dir_replaces_a_file_without_leaving_old_and_gets_the_usual_mode(tmp_path: Path):
+    target = tmp_path / "labels"
+    target.write_bytes(b"a file in the way")  # callers decide whether it may go (io.outputs)
+    with atomic_dir(target) as tmp:
+        (tmp / "000000.png").write_bytes(b"x")
+    assert entries(target) == ["000000.png"] and entries(tmp_path) == ["labels"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700

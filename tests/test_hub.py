@@ -145,3 +145,53 @@ def test_offline_uses_the_cache_and_says_when_it_cannot(hub_env, native_bytes, m
     assert len(hub.requests) == n  # without touching the network
     with pytest.raises(VsegError, match="not in the local cache"):
         resolve_checkpoint("hf://vseg/weights/other.safetensors")
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from vsegcli.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_convert_from_the_hub_keeps_the_url_intact(hub_env, native_bytes, tmp_path):
+    """`vseg convert hf://owner/repo/file out` resolves owner/repo (pathlib would make it
+    'hf:/owner/...') and its messages show the URL as typed."""
+    hub = hub_env("vseg/weights", {"small.safetensors": native_bytes})
+    out = tmp_path / "out.safetensors"
+    r = _cli("convert", "hf://vseg/weights/small.safetensors", str(out))
+    assert r.exit_code == 0, r.output
+    assert any(p.startswith("/vseg/weights/resolve/main/small.safetensors") for _, p in hub.requests)
+    seg = api.load(out, device="cpu")
+    assert seg.info.architecture == "segformer-b0" and seg.info.num_classes == 11
+
+    r = _cli("convert", "hf://someone/else/x.safetensors", str(tmp_path / "y.safetensors"))
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "hf://someone/else/x.safetensors" in lines[0] and "hf:/someone" not in lines[0].replace("hf://", "")
+
+
+def test_every_entry_point_hands_owner_repo_to_the_hub(monkeypatch, native_bytes, tmp_path, tiny_video):
+    """load_checkpoint, convert and run -c give huggingface_hub 'owner/repo' and the file name."""
+    import huggingface_hub
+
+    local = tmp_path / "cache" / "small.safetensors"
+    local.parent.mkdir()
+    local.write_bytes(native_bytes)
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        calls.append((repo_id, filename, revision))
+        return str(local)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    from vsegcli.checkpoints import load_checkpoint
+
+    assert load_checkpoint("hf://own/repo@v2/sub/small.safetensors").meta.num_classes == 11
+    assert _cli("convert", "hf://own/repo/small.safetensors", str(tmp_path / "c.safetensors")).exit_code == 0
+    r = _cli("run", str(tiny_video), "-c", "hf://own/repo/small.safetensors", "--max-frames", "2",
+             "-o", str(tmp_path / "o.mp4"), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert calls == [("own/repo", "sub/small.safetensors", "v2"), ("own/repo", "small.safetensors", None),
+                     ("own/repo", "small.safetensors", None)]

@@ -372,7 +372,7 @@ def test_output_folder_is_created(tmp_path):
 
 def test_output_folder_cannot_be_created(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(VsegError, match="output folder"):
+    with pytest.raises(VsegError, match="folder"):
         VideoWriter(tmp_path / "file" / "o.mp4", 32, 32, 10)
 
 

@@ -10,8 +10,12 @@ The `vseg run` command is this module plus argument parsing and progress display
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,8 +24,13 @@ import numpy as np
 import torch
 
 from vsegcli.errors import VsegError
+from vsegcli.io.outputs import check_file_output, plan_outputs
+from vsegcli.io.video.reader import DEFAULT_READ_TIMEOUT
+from vsegcli.io.video.source import Source, parse_source
 from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, select_device, stream
-from vsegcli.runtime.render import Palette
+from vsegcli.runtime.pipeline import shot_marked
+from vsegcli.runtime.render import Palette, draw_legend, legend_entries, load_palette, select_classes
+from vsegcli.runtime.stats import StatsSink, stats_format
 
 RANDOM_INIT_MODEL = "segformer-b0"
 
@@ -94,18 +103,39 @@ class VideoSegmenter:
 
         session = self.predictor.new_session()
         with FrameReader(source, start=start, max_frames=max_frames, stride=stride,
-                         hwaccel=self.decode_accel(hwaccel)) as reader:
-            for index, frame in reader:
+                         hwaccel=self.decode_accel(hwaccel), hwaccel_device=self.decode_device()) as reader:
+            for (index, frame), new_shot in shot_marked(self.predictor, reader, lambda it: it[1]):
+                if new_shot:  # a temporal model forgets the previous shot's frames
+                    session.reset()
                 yield index, self.predictor.step(session, self.predictor.upload(frame)).cpu().numpy()
 
     def segment_frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Labels for a list of RGB uint8 frames, treated as consecutive frames of one video."""
         session = self.predictor.new_session()
-        return [self.predictor.step(session, self.predictor.upload(f)).cpu().numpy() for f in frames]
+        out = []
+        for f, new_shot in shot_marked(self.predictor, frames, lambda f: f):
+            if new_shot:  # a temporal model forgets the previous shot's frames
+                session.reset()
+            out.append(self.predictor.step(session, self.predictor.upload(f)).cpu().numpy())
+        return out
+
+    def _input_paths(self, source: str | Path | Source) -> list[Path]:
+        """What this run reads from disk (the source, unless a URL/device/stdin; the checkpoint):
+        no output may touch it."""
+        src = parse_source(source)
+        paths = [src.path] if src.kind in ("file", "folder") else []
+        if self.info.checkpoint and "://" not in self.info.checkpoint and Path(self.info.checkpoint).exists():
+            paths.append(Path(self.info.checkpoint))
+        return paths
+
+    def set_palette(self, spec: str) -> None:
+        """Colours for overlays and colour label PNGs: cityscapes, camvid, vspw or a JSON file
+        (see `runtime.render.load_palette`)."""
+        self.predictor.palette = load_palette(spec, list(self.predictor.classes))
 
     def run(
         self,
-        source: str | Path,
+        source: str | Path | Source,
         output: str | Path | None = None,
         labels_dir: str | Path | None = None,
         color_labels: bool = False,
@@ -119,31 +149,69 @@ class VideoSegmenter:
         extra_sinks: list[Sink] | None = None,
         on_start: Callable[[int | None], None] | None = None,
         on_frame: Callable[[int], None] | None = None,
+        *,
+        legend: bool = True,
+        classes: list[str] | str | None = None,
+        stats: str | Path | None = None,
+        duration: float | None = None,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        reconnect: bool = False,
+        stop_on_signal: bool = True,
     ) -> dict[str, Any]:
-        """Segment one video or image folder: overlay video, label PNGs and/or a consistency report
-        (`report`: r.html -> r.html + r.json). `hwaccel`: video decoding on the GPU (auto: NVDEC
-        when inference runs on CUDA and ffmpeg can use it, else software; cuda: NVDEC or an
-        error; none: software). Returns a summary dict."""
+        """Segment one source: a video file, an image folder, a URL (rtsp://, http(s)://, udp://,
+        tcp://, srt://, ...), a capture device (/dev/video0, "0") or "-" (stdin). Writes an
+        overlay video, label PNGs, a consistency report (`report`: r.html -> r.html + r.json)
+        and/or per-frame class shares (`stats`: .csv or .jsonl). Returns a summary dict.
+
+        `hwaccel`: video decoding on the GPU (auto: NVDEC when inference runs on CUDA and ffmpeg
+        can use it, else software; cuda: NVDEC or an error; none: software), on the inference GPU.
+        `legend`: draw the classes visible in each frame (colour + name) in the overlay's corner.
+        `classes`: colour only these classes (names or indices; a comma-separated string works).
+        Live sources (streams without a duration, devices, stdin): `max_frames` / `duration`
+        (seconds) end them; a stall of `read_timeout` seconds ends them with what was read;
+        `reconnect` reopens a dropped network stream; with `stop_on_signal` (main thread only)
+        Ctrl-C or SIGTERM ends the stream and *keeps* the outputs (a second one aborts). The
+        output video of a live source runs at the measured frame rate.
+        """
         from vsegcli.io.video import FrameReader, VideoWriter, output_fps, start_time
 
-        if output is None and labels_dir is None and report is None and not extra_sinks:
-            raise VsegError("nothing to write: give an output video, a labels folder or a report")
+        if output is None and labels_dir is None and report is None and stats is None and not extra_sinks:
+            raise VsegError("nothing to write: give an output video, a labels folder, a report or stats")
         if not 0.0 <= opacity <= 1.0:
             raise VsegError(f"opacity must be between 0 and 1, got {opacity}")
-        reader = FrameReader(source, start=start, max_frames=max_frames, stride=stride,
-                             hwaccel=self.decode_accel(hwaccel))
+        src = parse_source(source)
+        only = None
+        if classes is not None:
+            spec = classes if isinstance(classes, str) else ",".join(str(c) for c in classes)
+            only = select_classes(spec, list(self.predictor.classes))
+        if stats is not None:
+            stats_format(stats)
+        # Every output checked (never an input, only what vseg wrote, writable) before decoding.
+        plan = plan_outputs(self._input_paths(src), video=output, labels_dir=labels_dir, report=report,
+                            overwrite=overwrite)
+        if stats is not None:
+            check_file_output(stats, "stats file", inputs=self._input_paths(src), overwrite=overwrite,
+                              flag="--stats path")
+        reader = FrameReader(src, start=start, max_frames=max_frames, stride=stride,
+                             hwaccel=self.decode_accel(hwaccel), hwaccel_device=self.decode_device(),
+                             duration=duration, read_timeout=read_timeout, reconnect=reconnect)
         info = reader.info
+        is_file = src.kind == "file"
         sinks: list[Sink] = []
         try:
             if output is not None:
-                writer = VideoWriter(
-                    output, info.width, info.height, output_fps(info, stride),
-                    audio_source=Path(source) if info.has_audio else None,
-                    audio_start=start_time(info, start), overwrite=overwrite, source=Path(source),
-                )
-                sinks.append(VideoSink(writer))
+                def make_writer(fps: float) -> Any:
+                    return VideoWriter(
+                        output, info.width, info.height, fps,
+                        audio_source=src.path if is_file and info.has_audio else None,
+                        audio_start=start_time(info, start), overwrite=overwrite,
+                        source=src.path if is_file else None,
+                    )
+                sinks.append(_OverlaySink(make_writer, output_fps(info, stride), reader if info.live else None,
+                                          self.predictor.palette, list(self.predictor.classes), legend, only))
             if labels_dir is not None:
-                sinks.append(LabelPngSink(Path(labels_dir), self.predictor.palette, color_labels, overwrite))
+                sinks.append(LabelPngSink(Path(labels_dir), self.predictor.palette, color_labels, overwrite,
+                                          source=source if not src.is_stream else None))
             report_sink = None
             if report is not None:
                 from vsegcli.report import ConsistencySink, make_context
@@ -153,6 +221,9 @@ class VideoSegmenter:
                 report_sink = ConsistencySink(Path(report), self.predictor.num_classes, self.predictor.classes,
                                               self.predictor.palette, context, overwrite=overwrite)
                 sinks.append(report_sink)
+            if stats is not None:
+                sinks.append(StatsSink(stats, list(self.predictor.classes),
+                                       fps=None if info.live else output_fps(info, 1)))
             sinks.extend(extra_sinks or [])
         except BaseException:
             for s in sinks:
@@ -161,41 +232,169 @@ class VideoSegmenter:
             raise
         if on_start is not None:
             on_start(info.num_frames)
-        stats = stream(self.predictor, iter(reader), sinks, opacity=opacity, on_frame=on_frame)
-        if stats.frames == 0:
-            raise VsegError(f"{source}: no frames decoded (is --start beyond the end?)")
+        guard = _LiveSignals(reader) if (info.live and stop_on_signal) else contextlib.nullcontext()
+        with guard:
+            stats_run = stream(self.predictor, iter(reader), sinks, opacity=opacity, on_frame=on_frame)
+        if stats_run.frames == 0:
+            why = f" ({reader.end_reason})" if reader.end_reason else " (is --start beyond the end?)"
+            raise VsegError(f"{src}: no frames decoded{why}")
         net_h, net_w = self.predictor.input_size(info.height, info.width)
+        video_fps = output_fps(info, stride)
+        if output is not None:
+            video_fps = sinks[0].fps  # type: ignore[attr-defined]  # a live source's: measured
         summary: dict[str, Any] = {
-            "input": str(source),
+            "input": str(src),
             "output": str(output) if output is not None else None,
             "labels_dir": str(labels_dir) if labels_dir is not None else None,
-            "frames": stats.frames,
-            "seconds": round(stats.seconds, 3),
-            "fps": round(stats.fps, 2),
+            "frames": stats_run.frames,
+            "seconds": round(stats_run.seconds, 3),
+            "fps": round(stats_run.fps, 2),
             "width": info.width,
             "height": info.height,
             "inference_size": [net_w, net_h],
-            "video_fps": output_fps(info, stride),
-            "audio": bool(info.has_audio and output is not None),
+            "video_fps": round(video_fps, 3),
+            "audio": bool(info.has_audio and output is not None and is_file),
             "decoder": reader.decoder,
+            "live": bool(info.live),
+            "decode_errors": reader.decode_errors,
             "stage_seconds": {
-                "decode_wait": round(stats.times.decode_wait, 3),
-                "inference": round(stats.times.inference, 3),
-                **{k: round(v, 3) for k, v in stats.times.sinks.items()},
+                "decode_wait": round(stats_run.times.decode_wait, 3),
+                "inference": round(stats_run.times.inference, 3),
+                **{k: round(v, 3) for k, v in stats_run.times.sinks.items()},
             },
         }
+        lost = _frames_lost(reader, stats_run.frames)
+        if reader.decode_errors or lost:
+            summary["frames_lost"] = lost
+            summary["decode_error_samples"] = reader.decode_error_samples
+        if info.live:
+            measured = reader.measured_fps()
+            summary["measured_fps"] = round(measured, 3) if measured else None
+        if reader.end_reason:
+            summary["ended"] = reader.end_reason
+        if stats is not None:
+            summary["stats"] = str(stats)
         if reader.hwaccel_fallback:
             summary["hwaccel_fallback"] = reader.hwaccel_fallback
+        if plan.removed:  # temporaries a killed run left beside these outputs
+            summary["stale_removed"] = [str(p) for p in plan.removed]
         if output is not None:
             padded = sinks[0].writer.padded_size  # type: ignore[attr-defined]
             if tuple(padded) != (info.width, info.height):
                 summary["encoded_size"] = list(padded)
         if report_sink is not None:
-            result = stats.sink_results[sinks.index(report_sink)]
+            result = stats_run.sink_results[sinks.index(report_sink)]
             summary["report"] = result["report_html"] if result else None
             summary["consistency"] = {k: result[k] for k in ("tc", "flicker_rate", "flow_flicker_rate")} if result else None
             report_sink.update_context(summary)  # the page shows the whole run's frames and fps
         return summary
+
+    def decode_device(self) -> int | None:
+        """The GPU NVDEC should decode on: the inference GPU (not always GPU 0)."""
+        dev = self.predictor.device
+        return (dev.index or 0) if dev.type == "cuda" else None
+
+
+def _frames_lost(reader: Any, decoded: int) -> int:
+    """Frames the decoder dropped: exact only for a whole file whose packets were counted."""
+    src = reader.source_info
+    if (src is None or src.live or src.is_image_folder or not src.frames_exact or reader.start
+            or reader.stride != 1 or reader.max_frames is not None or reader.duration is not None
+            or reader.end_reason):
+        return 0
+    return max(0, int(src.num_frames) - int(decoded))
+
+
+class _OverlaySink(VideoSink):
+    """The overlay video: `--classes` (only those coloured), the legend, and for a live source a
+    writer opened once the real frame rate is measured (first frames held meanwhile)."""
+
+    MEASURE_FRAMES = 24
+    MEASURE_SECONDS = 2.0
+
+    def __init__(self, make_writer: Callable[[float], Any], fps: float, live_reader: Any, palette: Palette,
+                 names: list[str], legend: bool, only: list[int] | None) -> None:
+        self.make_writer = make_writer
+        self.fps = fps
+        self.live_reader = live_reader
+        self.palette = palette
+        self.names = names
+        self.legend = legend
+        self.only = only
+        self.writer: Any = None if live_reader is not None else make_writer(fps)
+        self._held: list[np.ndarray] = []
+
+    def _image(self, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray | None) -> np.ndarray:
+        image = np.array(blended if blended is not None else frame, copy=True)
+        if self.only is not None:
+            keep = np.isin(labels, self.only)
+            image[~keep] = frame[~keep]
+        if self.legend:
+            draw_legend(image, legend_entries(labels, len(self.names), self.only), self.names, self.palette)
+        return image
+
+    def _open(self) -> None:
+        measured = self.live_reader.measured_fps()
+        if measured and math.isfinite(measured) and measured > 0:
+            self.fps = float(measured)
+        self.writer = self.make_writer(self.fps)
+        for image in self._held:
+            self.writer.write(image)
+        self._held = []
+
+    def write(self, index: int, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray | None) -> None:
+        image = self._image(frame, labels, blended)
+        if self.writer is not None:
+            self.writer.write(image)
+            return
+        self._held.append(image)
+        t = self.live_reader.arrivals
+        if len(t) >= self.MEASURE_FRAMES or (len(t) > 1 and t[-1] - t[0] >= self.MEASURE_SECONDS):
+            self._open()
+
+    def close(self) -> Path:
+        if self.writer is None:
+            self._open()
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self._held = []
+        if self.writer is not None:
+            self.writer.abort()
+
+
+class _LiveSignals:
+    """While a live source runs: the first Ctrl-C / SIGTERM / SIGHUP ends the stream (outputs
+    kept: a live run has no other end); a second one goes to the previous handler (abort)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if not self.reader._stop.is_set():
+            self.reader.finish(f"stopped by {signal.Signals(signum).name}")
+            return
+        prev = self.previous.get(signum)
+        if callable(prev):
+            prev(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_LiveSignals":
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self.previous[sig] = signal.getsignal(sig)
+                    signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, prev in self.previous.items():
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
 
 
 def load(
@@ -208,6 +407,7 @@ def load(
     label_set: str | None = None,
     frame_batch: int = 1,
     fold_bn: bool = True,
+    shot_reset: bool = True,
 ) -> VideoSegmenter:
     """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
 
@@ -218,6 +418,8 @@ def load(
     when streaming a video (micro-batching: backbones batched, temporal steps in frame order).
     `fold_bn`: merge each BatchNorm into the convolution before it (same outputs up to float
     rounding, fewer kernels; `seg.model` then has no BatchNorm layers: load with False to train it).
+    `shot_reset`: a temporal model forgets its cached frames where a shot cut starts a new shot
+    (`vsegcli.metrics.shots`; attending to another shot's features is wrong); False keeps them.
     The first load in a process also keeps freed host memory in the process (`vsegcli.io.hostmem`;
     set VSEG_HOST_ALLOCATOR=system before it to keep the C library's behaviour).
     """
@@ -256,6 +458,7 @@ def load(
         size=size if size is not None else meta.input_size, classes=list(meta.classes),
     )
     predictor.frame_batch = int(frame_batch)
+    predictor.shot_reset = bool(shot_reset)
     return VideoSegmenter(predictor, info)
 
 

@@ -8,7 +8,8 @@ import click
 
 from vsegcli import __version__
 from vsegcli.cli._options import (
-    CONTEXT, device_for, device_option, echo_json, gpu_option, json_flag, precision_option, quiet_option,
+    CONTEXT, device_for, device_option, echo_json, fast_math_option, gpu_option, json_flag, precision_option,
+    quiet_option, threads_option,
 )
 from vsegcli.errors import VsegError
 from vsegcli.io.outputs import plan_outputs
@@ -23,31 +24,47 @@ def _console(quiet: bool) -> tuple[Any, bool]:
     return console, (not quiet and console.is_terminal)
 
 
-def _outputs_for(inputs: tuple[Path, ...], output: Path | None, labels_dir: Path | None,
-                 no_video: bool) -> list[tuple[Path, Path | None, Path | None]]:
-    """Per-input output video and labels folder. Several inputs: -o and --labels-dir are folders."""
-    if len(inputs) == 1:
-        src = inputs[0]
-        video = None if no_video else (output or Path.cwd() / f"{src.stem}_seg.mp4")
-        if video is not None and video.is_dir():
-            video = video / f"{src.stem}_seg.mp4"
-        return [(src, video, labels_dir)]
-    stems = [p.stem for p in inputs]
-    if len(set(stems)) != len(stems):
-        raise VsegError("several inputs share a file name; run them separately or rename them")
-    if output is not None and output.suffix.lower() == ".mp4":
+def _free_name(path: Path) -> Path:
+    """`path`, or the first of path-2, path-3, ... that does not exist: the default output name
+    never collides, so the quickstart can be run twice (an -o the user names is never replaced
+    without --overwrite)."""
+    if not path.exists():
+        return path
+    stem = path.stem[:-4] if path.stem.endswith("_seg") else path.stem
+    k = 2
+    while (candidate := path.with_name(f"{stem}_seg-{k}{path.suffix}")).exists():
+        k += 1
+    return candidate
+
+
+def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None, report: Path | None,
+          stats: Path | None, no_video: bool, overwrite: bool) -> tuple[list[Any], bool]:
+    """The jobs of this run (one per input) and whether it is a batch (see runtime.batch)."""
+    from vsegcli.runtime.batch import Job, expand_inputs, plan_jobs
+
+    sources, batch = expand_inputs(inputs)
+    if not batch:
+        src = sources[0]
+        video = None
+        if not no_video:
+            if output is not None and not output.is_dir():
+                video = output
+            else:
+                default = (output or Path.cwd()) / f"{src.name}_seg.mp4"
+                video = default if overwrite else _free_name(default)
+        return [Job(0, src, src.name, video, labels_dir, report, stats)], False
+    if output is not None and output.suffix.lower() in (".mp4", ".mov", ".m4v", ".mkv"):
         raise VsegError("with several inputs, -o must be a folder (outputs are named <input>_seg.mp4)")
-    out_dir = output or Path.cwd()
-    return [
-        (src, None if no_video else out_dir / f"{src.stem}_seg.mp4", labels_dir / src.stem if labels_dir else None)
-        for src in inputs
-    ]
+    if stats is not None and stats.suffix.lower() in (".csv", ".jsonl"):
+        raise VsegError("with several inputs, --stats must be a folder (files are named <input>.csv)")
+    return plan_jobs(sources, output, labels_dir, report, stats, no_video), True
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Overlay video (.mp4). With several inputs: a folder. Default: ./<input>_seg.mp4")
+              help="Overlay video (.mp4). Batch: a folder (outputs <input>_seg.mp4 + vseg-manifest.jsonl). "
+                   "Default: ./<input>_seg.mp4, or <input>_seg-2.mp4, ... if that exists.")
 @click.option("--checkpoint", "-c", metavar="FILE|hf://REPO",
               help="Checkpoint: vseg .safetensors, Hugging Face SegFormer (folder or hf://owner/repo), "
                    "NVlabs/mmseg SegFormer or official MRCFA .pth.")
@@ -73,85 +90,199 @@ def _outputs_for(inputs: tuple[Path, ...], output: Path | None, labels_dir: Path
               help="Video decoding on the GPU (ffmpeg -hwaccel cuda). auto: when inference runs on CUDA, "
                    "falling back to software decoding; cuda: GPU or an error; none: software.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--skip-existing", is_flag=True,
+              help="Batch: skip inputs whose outputs are all complete (resume an interrupted batch).")
+@click.option("--no-legend", is_flag=True, help="No legend (class colours and names) in the overlay's corner.")
+@click.option("--classes", metavar="NAMES", help="Colour only these classes, e.g. --classes road,car.")
+@click.option("--palette", metavar="NAME|FILE.json",
+              help="Overlay colours: cityscapes, camvid, vspw or a JSON file ([[r,g,b], ...] by class index, "
+                   "or {\"class\": [r,g,b]}). Default: the checkpoint's.")
+@click.option("--stats", type=click.Path(path_type=Path), metavar="FILE.csv|FILE.jsonl",
+              help="Per-frame class pixel shares with the frame's time. Batch: a folder (<input>.csv).")
+@click.option("--duration", type=click.FloatRange(min=0.001), metavar="SECONDS",
+              help="Process at most this many seconds of the source (ends a live stream).")
+@click.option("--read-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="A stream that sends nothing for this long ends (outputs kept).")
+@click.option("--reconnect", is_flag=True, help="Reopen a dropped network stream (up to 5 tries, same size).")
+@threads_option()
+@fast_math_option()
 @quiet_option("No progress or summary on stderr.")
 @json_flag("Print a machine-readable summary on stdout.")
-def run(inputs: tuple[Path, ...], output: Path | None, checkpoint: str | None, model: str | None, device: str,
+def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, model: str | None, device: str,
         gpu: int | None, precision: str, size: int | None, labels_dir: Path | None, color_labels: bool,
         report: Path | None, opacity: float, no_video: bool, start: int, max_frames: int | None, stride: int,
-        frame_batch: int, hwaccel: str, overwrite: bool, quiet: bool, as_json: bool) -> None:
-    """Segment videos or image folders: overlay video, per-frame label PNGs, consistency report.
+        frame_batch: int, hwaccel: str, overwrite: bool, skip_existing: bool, no_legend: bool, classes: str | None,
+        palette: str | None, stats: Path | None, duration: float | None, read_timeout: float, reconnect: bool, threads: int | None, fast_math: bool, quiet: bool,
+        as_json: bool) -> None:
+    """Segment videos, streams or image folders: overlay video, label PNGs, report, class statistics.
 
-    INPUTS are video files (anything ffmpeg decodes) or folders of images (frames in name order).
+    INPUTS: video files, folders of images (frames in name order), URLs (rtsp://, http(s)://,
+    udp://, tcp://, srt://, ...), capture devices (/dev/video0 or 0), - (a video on stdin), and for
+    batches: folders of videos/image folders, quoted globs, @list.txt (one input per line).
+
+    Live sources end with --max-frames/--duration, the stream's end, a stall (--read-timeout) or
+    Ctrl-C/SIGTERM, which KEEPS what was written (a file source's interrupted outputs are removed).
+
+    A batch goes on past a bad input; exit status 0: all written, 1: some inputs failed (see
+    vseg-manifest.jsonl beside the outputs), 2: nothing ran (a usage error).
+    Under torchrun the inputs are split across the processes.
 
     \b
     Examples:
-      vseg run examples/bikes.mp4 -o bikes_seg.mp4
+      vseg run examples/bikes.mp4                      # -> bikes_seg.mp4 (then bikes_seg-2.mp4)
       vseg run drive.mp4 --checkpoint mrcfa_b1.pth --labels-dir labels/ --size 480
-      vseg run a.mp4 b.mp4 -o out/ --gpu 0 --precision bf16
-      vseg run frames/ --no-video --labels-dir labels/ --color-labels
-      vseg run long.mp4 --start 300 --max-frames 100 -o preview.mp4
+      vseg run videos/ -o out/ --skip-existing         # a batch; rerun to resume
+      vseg run rtsp://192.168.1.20:8554/cam -o cam.mp4 --duration 60
+      vseg run 0 -o webcam.mp4 --max-frames 300 --classes person,car
+      ffmpeg -i in.mkv -f mpegts - | vseg run - -o out.mp4
+      vseg run clip.mp4 --stats shares.csv --palette cityscapes
+      torchrun --nproc_per_node 4 -m vsegcli run videos/ -o out/
     """
     from vsegcli import api
 
-    if no_video and labels_dir is None and report is None:
-        raise VsegError("--no-video needs --labels-dir or --report: otherwise nothing would be written")
+    if no_video and labels_dir is None and report is None and stats is None:
+        raise VsegError("--no-video needs --labels-dir, --report or --stats: otherwise nothing would be written")
     if no_video and output is not None:
         raise VsegError("-o/--output and --no-video contradict each other")
     device = device_for(device, gpu)
-    for src in inputs:
-        if not src.exists():
-            raise VsegError(f"{src}: no such file or folder")
     console, show = _console(quiet)
-    jobs = _outputs_for(inputs, output, labels_dir, no_video)
-    reports = [report if len(inputs) == 1 or report is None else report / f"{src.stem}.html" for src in inputs]
+    jobs, batch = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)
+    from vsegcli.distributed import Dist, all_gather_object, barrier, finish, init_distributed
+    from vsegcli.runtime.batch import EXIT_SOME_FAILED, ManifestEntry, manifest_path, shard, write_manifest
+
+    dist = init_distributed(device) if batch else Dist()
+    if dist.enabled:
+        device = str(dist.device)
+    skipped = [j for j in jobs if skip_existing and j.finished()]
+    todo = [j for j in jobs if j not in skipped]
+    mine = shard(todo, dist.rank, dist.world)
+    ckpt_in = [Path(checkpoint)] if checkpoint and "://" not in checkpoint else []
     # All outputs of all inputs checked before the model loads or a frame is decoded (io.outputs).
-    plan = plan_outputs([*inputs, *([Path(checkpoint)] if checkpoint and "://" not in checkpoint else [])],
-                        video=[j[1] for j in jobs], labels_dir=[j[2] for j in jobs], report=reports,
-                        overwrite=overwrite)
+    plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *ckpt_in],
+                        video=[j.video for j in mine], labels_dir=[j.labels_dir for j in mine],
+                        report=[j.report for j in mine], overwrite=overwrite)
     if plan.removed:
         click.echo(f"note: removed {len(plan.removed)} temporary file(s) left by an interrupted run "
                    f"({', '.join(p.name for p in plan.removed)})", err=True)
+    from vsegcli.runtime.device import cuda_math_state, set_cuda_math
+    from vsegcli.runtime.threads import set_threads, thread_report
+
+    set_threads(threads)
     seg = api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size,
                    frame_batch=frame_batch)
-    if seg.info.random_init:  # said even with --quiet: these labels mean nothing
+    if palette is not None:
+        seg.set_palette(palette)
+    cuda = seg.predictor.device.type == "cuda"
+    if cuda:
+        set_cuda_math(fast_math)
+    if seg.info.random_init and dist.main:  # said even with --quiet: these labels mean nothing
         click.echo(f"warning: --model {seg.info.architecture} without --checkpoint: random weights, "
                    "the labels are not meaningful", err=True)
-    if seg.info.ignored_keys and not quiet:
+    if seg.info.ignored_keys and not quiet and dist.main:
         console.print(f"note: {len(seg.info.ignored_keys)} unused upstream keys ignored "
                       f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in seg.info.ignored_keys}))})")
-    results = []
-    for (src, video, labels), report_path in zip(jobs, reports):
+    results: list[dict[str, Any]] = []
+    entries = [ManifestEntry(str(j.source), "skipped", [str(p) for p in j.outputs()], index=j.index).to_dict()
+               for j in skipped] if dist.main else []
+    if skipped and not quiet and dist.main:
+        console.print(f"skipping {len(skipped)} input(s) whose outputs are complete (--skip-existing)")
+    interrupted = False
+    for job in mine:
         progress = FrameProgress(show, console)
         try:
             summary = seg.run(
-                src, output=video, labels_dir=labels, color_labels=color_labels, opacity=opacity, start=start,
-                max_frames=max_frames, stride=stride, overwrite=overwrite, report=report_path, hwaccel=hwaccel,
-                on_start=lambda total, s=src: progress.start(s.name, total), on_frame=progress.update,
+                job.source, output=job.video, labels_dir=job.labels_dir, color_labels=color_labels,
+                opacity=opacity, start=start, max_frames=max_frames, stride=stride, overwrite=overwrite,
+                report=job.report, hwaccel=hwaccel, legend=not no_legend, classes=classes, stats=job.stats,
+                duration=duration, read_timeout=read_timeout, reconnect=reconnect,
+                on_start=lambda total, s=job.source: progress.start(s.name, total), on_frame=progress.update,
             )
-        finally:
+        except KeyboardInterrupt:
             progress.stop()
+            if not batch:
+                raise
+            entries.append(ManifestEntry(str(job.source), "interrupted", index=job.index, rank=dist.rank).to_dict())
+            interrupted = True
+            break
+        except Exception as exc:  # noqa: BLE001 - a batch reports the input and goes on
+            progress.stop()
+            if not batch:
+                raise
+            message = str(exc) if isinstance(exc, VsegError) else f"{type(exc).__name__}: {exc}"
+            click.echo(f"Error: {job.source}: {message}" if str(job.source) not in message else f"Error: {message}",
+                       err=True)
+            entries.append(ManifestEntry(str(job.source), "failed", index=job.index, rank=dist.rank,
+                                         error=message).to_dict())
+            continue
+        progress.stop()
         results.append(summary)
+        _warn_damaged(job.source, summary)  # even with --quiet: these outputs miss frames
+        if batch:
+            entries.append(ManifestEntry.from_summary(job, summary, dist.rank).to_dict())
         if not quiet:
-            _print_summary(console, src, summary)
-    if as_json:
+            _print_summary(console, job.source, summary)
+    manifest = None
+    if batch:
+        if interrupted or not dist.enabled:
+            gathered = [entries]
+        else:
+            gathered = all_gather_object(entries, dist)
+            results = [r for part in all_gather_object(results, dist) for r in part]
+        entries = [e for part in gathered for e in part]
+        out_dir = output or Path.cwd()
+        if dist.main:
+            manifest = write_manifest(manifest_path(out_dir), entries)
+        if interrupted:
+            click.echo(f"Interrupted: the finished inputs are kept ({manifest}); rerun with --skip-existing "
+                       "to resume.", err=True)
+            raise KeyboardInterrupt
+        barrier(dist)
+    failed = [e for e in entries if e["status"] == "failed"]
+    if as_json and dist.main:
         echo_json({
             "version": __version__,
             "model": seg.info.to_dict(),
             "device": str(seg.predictor.device),
             "precision": precision,
             "frame_batch": frame_batch,
+            "threads": thread_report(),
+            "cuda_math": cuda_math_state() if cuda else None,
             "runs": results,
+            **({"batch": {"inputs": len(jobs), "failed": len(failed), "skipped": len(skipped),
+                          "processes": dist.world, "manifest": str(manifest) if manifest else None}}
+               if batch else {}),
         })
+    if batch and dist.main and not quiet:
+        console.print(f"batch: {len(jobs) - len(failed) - len(skipped)} written, {len(skipped)} skipped, "
+                      f"{len(failed)} failed -> {manifest}")
+    finish(dist)
+    if failed:
+        click.get_current_context().exit(EXIT_SOME_FAILED)
 
 
-def _print_summary(console: Any, src: Path, summary: dict[str, Any]) -> None:
+def _warn_damaged(src: object, summary: dict[str, Any]) -> None:
+    """Decoder errors (corrupted bytes) and frames lost: one line on stderr, never silent."""
+    if not (summary.get("decode_errors") or summary.get("frames_lost")):
+        return
+    lost = summary.get("frames_lost")
+    sample = (summary.get("decode_error_samples") or [""])[0]
+    click.echo(f"warning: {src}: the decoder reported {summary['decode_errors']} error(s)"
+               f"{f', {lost} frame(s) lost' if lost else ''}{f' (first: {sample})' if sample else ''}; "
+               "the input is damaged", err=True)
+
+
+def _print_summary(console: Any, src: object, summary: dict[str, Any]) -> None:
     """One line per input on stderr: frames, time, speed, where the outputs went."""
-    outs = [str(p) for p in (summary["output"], summary["labels_dir"], summary.get("report")) if p]
+    outs = [str(p) for p in (summary["output"], summary["labels_dir"], summary.get("report"), summary.get("stats")) if p]
     note = ""
     if "encoded_size" in summary:
         w, h = summary["encoded_size"]
         note = f" (video padded to {w}x{h}: H.264 yuv420p needs even sizes)"
     if summary.get("hwaccel_fallback"):
         console.print(f"note: GPU video decoding unavailable ({summary['hwaccel_fallback']}); decoded in software")
+    if summary.get("ended"):
+        console.print(f"note: {src}: stream ended: {summary['ended']}; outputs kept")
+    if summary.get("live"):
+        note += f" (live source: written at the measured {summary['video_fps']:.2f} fps)"
     console.print(f"{src}: {summary['frames']} frames in {summary['seconds']:.1f} s "
                   f"({summary['fps']:.1f} fps) -> {', '.join(outs)}{note}")

@@ -128,7 +128,7 @@ def parse_streams(stderr: str) -> tuple[list[Stream], float | None]:
     return streams, duration
 
 
-def run_ffmpeg_info(path: Path) -> str:
+def run_ffmpeg_info(path: Path | str) -> str:
     # `ffmpeg -i file` with no output prints the container/stream listing and exits 1.
     try:
         proc = subprocess.run(
@@ -147,3 +147,71 @@ def popen_detached() -> dict:
     if sys.platform.startswith("win"):
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
     return {"start_new_session": True}
+
+
+# -- the decoder's log, read while it runs --------------------------------------------------------
+
+# Lines by which ffmpeg says the GPU decoder gave up and it decodes in software instead
+# (High10 / 4:4:4 H.264, unsupported codecs): the run goes on, so we must notice ourselves.
+_HW_FALLBACK_MARKS = (
+    "failed setup for format cuda", "hwaccel initialisation returned error",
+    "doesn't support hardware accelerated", "hardware is lacking required capabilities",
+    "no device available for decoder", "not supported by the hwaccel",
+)
+_DECODE_ERROR_MARKS = ("error", "invalid", "corrupt", "concealing", "missing picture", "non-existing",
+                       "decode_slice", "left block unavailable", "out of range")
+
+
+class DecoderLog:
+    """What a decoding ffmpeg says on stderr: its header (the input listing and the output
+    stream), then decoder errors (corrupted bytes: "Invalid NAL unit size", "concealing ...
+    errors") and GPU-decoder fallbacks, counted as they come."""
+
+    def __init__(self) -> None:
+        self.header: list[str] = []
+        self.output_size: tuple[int, int] | None = None  # (w, h) of the rawvideo stream
+        self.header_done = False
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.hw_fallback: str | None = None
+        self.tail: list[str] = []  # last lines, for the message when ffmpeg fails
+        self._in_output = False
+        self._last_was_error = False
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            return
+        self.tail = (self.tail + [line])[-30:]
+        low = line.lower()
+        if self.hw_fallback is None and any(m in low for m in _HW_FALLBACK_MARKS):
+            self.hw_fallback = re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
+        if not self.header_done:
+            self.header.append(line)
+            if line.startswith("Output #0"):
+                self._in_output = True
+            elif self._in_output and "Video:" in line:
+                m = re.search(r"[ ,](\d+)x(\d+)[ ,]", line)
+                if m:
+                    self.output_size = (int(m.group(1)), int(m.group(2)))
+                    self.header_done = True
+            return
+        m = re.match(r"\s*Last message repeated (\d+) times", line)
+        if m:
+            if self._last_was_error:
+                self.errors += int(m.group(1))
+            return
+        self._last_was_error = False
+        if line.startswith("[") and not line.startswith("[out#") and any(k in low for k in _DECODE_ERROR_MARKS):
+            self.errors += 1
+            self._last_was_error = True
+            if len(self.error_samples) < 3:
+                self.error_samples.append(re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip()))
+
+    @property
+    def header_text(self) -> str:
+        return "\n".join(self.header)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.header + self.tail)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vsegcli.errors import VsegError
@@ -40,7 +40,7 @@ class VideoInfo:
         normalised to [0, 360); 0 if none. Frames are already rotated by it.
     """
 
-    path: Path
+    path: Path | str
     width: int
     height: int
     fps: float
@@ -50,6 +50,13 @@ class VideoInfo:
     rotation: int
     is_image_folder: bool
     source_codec: str | None
+    # The decoder's pixel format (yuv420p, yuv420p10le, yuv444p, ...), None if unknown.
+    pix_fmt: str | None = None
+    # A stream read as it comes (a URL without duration, a capture device, stdin): no frame
+    # count, no end but the stream's; `path` is then the URL/spec string, never a Path.
+    live: bool = False
+    # num_frames is an exact packet count (not duration * fps): frames lost can be told.
+    frames_exact: bool = False
 
 
 def output_fps(info: VideoInfo, stride: int = 1) -> float:
@@ -113,28 +120,48 @@ def probe(path: str | Path, count_frames: bool | None = None) -> VideoInfo:
     Raises VsegError for a missing or empty file, a file ffmpeg cannot open or that has no video
     stream, and a folder without images.
     """
-    path = Path(path)
+    from vsegcli.io.video.source import Source, parse_source
+
+    src = parse_source(path) if isinstance(path, (str, Source)) else parse_source(Path(path))
+    if src.is_stream:  # a URL stays a string; one connection, like the reader's
+        if src.kind == "stdin":
+            raise VsegError("stdin cannot be probed without reading it; use FrameReader('-')")
+        text = run_ffmpeg_info(src.spec)  # type: ignore[arg-type]
+        info = describe_listing(text, src.spec, src.spec)
+        return replace(info, live=src.surely_live or info.duration is None,
+                       num_frames=None if src.surely_live else info.num_frames)
+    path = src.path
     _check_exists(path)
     if path.is_dir():
         return _probe_folder(path)
 
     text = run_ffmpeg_info(path)
+    return describe_listing(text, path, path, count_frames=count_frames)
+
+
+def describe_listing(text: str, path: Path | str, name: object, count_frames: bool | None = False,
+                     live: bool = False) -> VideoInfo:
+    """A `VideoInfo` from ffmpeg's input listing (``Input #0 ... Stream #0:0: Video: ...``).
+
+    Used by `probe` for files and by the reader for streams, whose listing comes from the
+    decoding ffmpeg itself (they cannot be opened twice). ``name`` is what messages call it.
+    """
     streams, duration = parse_streams(text)
     if not streams and "moov atom not found" in text and "misdetection possible" not in text:
         # An mp4 whose index (written last) is missing: cut short or still being written.
         raise VsegError(
-            f"{path} looks truncated (its mp4 index is missing: ffmpeg says 'moov atom not "
+            f"{name} looks truncated (its mp4 index is missing: ffmpeg says 'moov atom not "
             "found'); use the complete file or re-download/re-export it"
         )
     if not streams:
         raise VsegError(
-            f"{path} is not a video ffmpeg can read ({error_line(text)}); "
-            "pass a video file or a folder of images"
+            f"{name} is not a video ffmpeg can read ({error_line(text)}); "
+            "pass a video file, a folder of images, a URL or a capture device"
         )
     # Cover art in audio files shows up as a one-picture video stream: not a video.
     video = [s for s in streams if s.kind == "Video" and "(attached pic)" not in s.text]
     if not video:
-        raise VsegError(f"{path} has no video stream; pass a video file or a folder of images")
+        raise VsegError(f"{name} has no video stream; pass a video file or a folder of images")
     v = video[0]
     parts = split_top(v.text)
     size = None
@@ -144,7 +171,7 @@ def probe(path: str | Path, count_frames: bool | None = None) -> VideoInfo:
             size = (int(m.group(1)), int(m.group(2)))
             break
     if size is None or size[0] <= 0 or size[1] <= 0:
-        raise VsegError(f"{path}: ffmpeg reports no frame size for its video stream; "
+        raise VsegError(f"{name}: ffmpeg reports no frame size for its video stream; "
                         "the file may be damaged, re-encode it")
     rotation = 0
     m = re.search(r"rotation of (-?\d+(?:\.\d+)?) degrees", v.side_data)
@@ -153,14 +180,23 @@ def probe(path: str | Path, count_frames: bool | None = None) -> VideoInfo:
     width, height = size
     if rotation % 180 == 90:  # autorotation swaps the axes
         width, height = height, width
+    pix_fmt = None
+    if len(parts) > 1:
+        m = re.match(r"([a-z0-9_]+)(\(|$)", parts[1])
+        pix_fmt = m.group(1) if m else None
 
     fps = _rate(parts, "fps") or _rate(parts, "tbr")
     fps = _snap_fps(fps) if fps else None
     num_frames = None
-    do_count = count_frames if count_frames is not None else (
-        path.stat().st_size <= _COUNT_PACKETS_MAX_BYTES)
-    if do_count:
-        num_frames = _count_packets(path, v.index)
+    exact = False
+    if isinstance(path, Path):
+        do_count = count_frames if count_frames is not None else (
+            path.stat().st_size <= _COUNT_PACKETS_MAX_BYTES)
+        if do_count:
+            num_frames = _count_packets(path, v.index)
+            exact = num_frames is not None
+    if live:
+        duration = None
     if num_frames is None and duration and fps:
         num_frames = max(1, int(round(duration * fps)))
     if fps is None:
@@ -178,6 +214,9 @@ def probe(path: str | Path, count_frames: bool | None = None) -> VideoInfo:
         rotation=rotation,
         is_image_folder=False,
         source_codec=v.codec,
+        pix_fmt=pix_fmt,
+        live=live,
+        frames_exact=exact,
     )
 
 

@@ -1,0 +1,210 @@
+"""Many inputs in one run: expanding what the user named, naming outputs, skipping finished ones,
+sharding across torchrun processes, and the manifest every batch leaves beside its outputs.
+
+    expand_inputs(["videos/", "extra/*.mp4", "@list.txt", "rtsp://cam/1"])   -> [Source, ...]
+    plan_jobs(sources, out_dir=..., ...)   -> [Job]   unique output names, same on every rank
+    shard(jobs, rank, world)               -> this process's jobs (round robin: balanced)
+    write_manifest(out_dir, entries)       -> vseg-manifest.jsonl (one JSON line per input)
+
+A folder is an image sequence when it holds images and no videos (one input); otherwise it is a
+batch folder: each video file in it and each sub-folder of images is one input. A glob (quoted
+so the shell leaves it) expands to its matches, sorted; ``@list.txt`` holds one input per line
+(blank lines and ``#`` comments ignored), URLs allowed.
+
+Exit status of a batch (`vseg run`): 0 every input written (or skipped as finished), 1 some
+input failed (the others are written, the manifest says which and why), 2 nothing ran (a usage
+error, one line).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsegcli.errors import VsegError
+from vsegcli.io.video.images import IMAGE_EXTENSIONS, list_images
+from vsegcli.io.video.source import Source, parse_source
+
+MANIFEST_NAME = "vseg-manifest.jsonl"
+EXIT_SOME_FAILED = 1
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
+                    ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".y4m", ".mxf")
+
+
+def _is_video_file(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
+
+
+def _folder_inputs(folder: Path) -> list[Source] | None:
+    """A batch folder's inputs, or None when the folder itself is an image sequence."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    videos = [p for p in entries if _is_video_file(p)]
+    has_images = any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in entries)
+    if has_images and not videos:
+        return None
+    seqs = [p for p in entries if p.is_dir() and list_images(p)]
+    return [Source("file", str(p)) for p in videos] + [Source("folder", str(p)) for p in seqs]
+
+
+def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[list[Source], bool]:
+    """The sources the user named, and whether this is a batch (several inputs, or any folder of
+    videos, glob or @list). Raises VsegError for a missing file or an empty expansion."""
+    sources: list[Source] = []
+    batch = len(specs) > 1
+    for spec in specs:
+        spec = str(spec)
+        if spec.startswith("@") and len(spec) > 1:
+            batch = True
+            listing = Path(spec[1:])
+            try:
+                lines = listing.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise VsegError(f"{spec}: cannot read the list ({exc.strerror or exc})") from None
+            items = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+            base = listing.parent
+            for item in items:
+                src = parse_source(item)
+                if src.kind in ("file", "folder") and not Path(item).is_absolute():
+                    src = parse_source(str(base / item)) if (base / item).exists() else src
+                sources.append(src)
+            continue
+        src = parse_source(spec)
+        if src.kind == "file" and not Path(spec).exists() and glob.has_magic(spec):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise VsegError(f"{spec}: the pattern matches nothing")
+            batch = True
+            for m in matches:
+                p = Path(m)
+                if p.is_dir():
+                    inner = _folder_inputs(p)
+                    sources.extend(inner if inner is not None else [Source("folder", m)])
+                else:
+                    sources.append(Source("file", m))
+            continue
+        if src.kind == "folder":
+            inner = _folder_inputs(src.path)
+            if inner is not None:
+                batch = True
+                if not inner:
+                    raise VsegError(f"{spec} holds no videos ({', '.join(VIDEO_EXTENSIONS[:6])}, ...) "
+                                    "and no folders of images")
+                sources.extend(inner)
+                continue
+        if src.kind in ("file", "folder") and not os.path.exists(spec):
+            if batch or len(specs) > 1:
+                sources.append(src)  # reported as this input's failure; the batch goes on
+                continue
+            raise VsegError(f"{spec}: no such file or folder")
+        sources.append(src)
+    return sources, batch
+
+
+@dataclass
+class Job:
+    """One input of a batch and where its outputs go."""
+
+    index: int
+    source: Source
+    name: str
+    video: Path | None = None
+    labels_dir: Path | None = None
+    report: Path | None = None
+    stats: Path | None = None
+
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.video, self.labels_dir, self.report, self.stats) if p is not None]
+
+    def finished(self) -> bool:
+        """Every output of this job is in place. Outputs appear only when complete (renamed from a
+        hidden temporary), so an interrupted one is never mistaken for a finished one."""
+        from vsegcli.report.document import report_paths
+
+        outs = [p for p in (self.video, self.stats) if p is not None]
+        if self.report is not None:
+            outs += list(report_paths(self.report))
+        if self.labels_dir is not None:
+            if not (self.labels_dir.is_dir() and any(self.labels_dir.iterdir())):
+                return False
+        return bool(outs or self.labels_dir) and all(p.is_file() for p in outs)
+
+
+def plan_jobs(sources: list[Source], out_dir: Path | None, labels_root: Path | None, report_root: Path | None,
+              stats_root: Path | None, no_video: bool) -> list[Job]:
+    """Output names for every input: ``<name>_seg.mp4`` in `out_dir`, ``<labels_root>/<name>/``,
+    ``<report_root>/<name>.html``, ``<stats_root>/<name>.csv``. Names that collide (two clip.mp4
+    in different folders) get -2, -3, ... in input order, so every rank plans the same names."""
+    seen: dict[str, int] = {}
+    jobs = []
+    for i, src in enumerate(sources):
+        base = src.name
+        n = seen.get(base.lower(), 0) + 1
+        seen[base.lower()] = n
+        name = base if n == 1 else f"{base}-{n}"
+        while n > 1 and name.lower() in seen:
+            n += 1
+            name = f"{base}-{n}"
+        if n > 1:
+            seen[name.lower()] = 1
+        jobs.append(Job(
+            i, src, name,
+            video=None if no_video else (out_dir or Path.cwd()) / f"{name}_seg.mp4",
+            labels_dir=labels_root / name if labels_root is not None else None,
+            report=report_root / f"{name}.html" if report_root is not None else None,
+            stats=(stats_root / f"{name}.csv") if stats_root is not None else None,
+        ))
+    return jobs
+
+
+def shard(jobs: list[Job], rank: int, world: int) -> list[Job]:
+    """This process's share of the jobs (round robin, so long and short inputs spread evenly)."""
+    return [j for j in jobs if j.index % world == rank]
+
+
+@dataclass
+class ManifestEntry:
+    """One line of the manifest."""
+
+    input: str
+    status: str  # ok, failed, skipped, interrupted
+    outputs: list[str] = field(default_factory=list)
+    frames: int | None = None
+    fps: float | None = None
+    video_fps: float | None = None
+    decoder: str | None = None
+    decode_errors: int | None = None
+    frames_lost: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    rank: int = 0
+    index: int = 0
+
+    @classmethod
+    def from_summary(cls, job: Job, summary: dict[str, Any], rank: int) -> "ManifestEntry":
+        return cls(str(job.source), "ok", [str(p) for p in job.outputs()], summary.get("frames"), summary.get("fps"),
+                   summary.get("video_fps"), summary.get("decoder"), summary.get("decode_errors"),
+                   summary.get("frames_lost"), summary.get("seconds"), None, rank, job.index)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def manifest_path(out_dir: Path) -> Path:
+    return out_dir / MANIFEST_NAME
+
+
+def write_manifest(path: Path, entries: list[dict[str, Any]]) -> Path:
+    """Write the manifest (JSON lines, in input order) atomically."""
+    from vsegcli.io.fsutil import atomic_write_text
+    from vsegcli.io.jsonio import dumps
+
+    ordered = sorted(entries, key=lambda e: e.get("index", 0))
+    return atomic_write_text(path, "".join(dumps(e, indent=None) + "\n" for e in ordered))
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(ln) for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]

@@ -123,7 +123,8 @@ def _stream(predictor: Predictor, frames: list[Path]) -> list[np.ndarray]:
 
 def _brute_force(videos: list[tuple[list[np.ndarray], list[np.ndarray | None]]], k: int,
                  frames: list[list[Path]] | None = None) -> dict:
-    """Scores by definition: confusion by per-class masks, mIoU over GT-present classes, FWIoU,
+    """Scores by definition: confusion by per-class masks, mIoU over GT-present classes and over
+    classes with a non-empty union, FWIoU,
     pixel accuracy; mVC_k by its formula (range(N-k), videos <= 16 frames skipped, pooled mean);
     TC on each video's consecutive predictions (confusions summed); flicker by counting."""
     conf = np.zeros((k, k), np.int64)
@@ -136,8 +137,10 @@ def _brute_force(videos: list[tuple[list[np.ndarray], list[np.ndarray | None]]],
                     conf[a, b] += int(np.sum((g == a) & (p == b)))
     tp, gt_c, pr_c = np.diag(conf).astype(float), conf.sum(1).astype(float), conf.sum(0).astype(float)
     present = gt_c > 0
-    iou = tp[present] / (gt_c + pr_c - tp)[present]
-    out = {"miou": iou.mean(), "fwiou": float((gt_c[present] / gt_c.sum() * iou).sum()),
+    union = gt_c + pr_c - tp
+    iou = tp[present] / union[present]
+    out = {"miou_gt_present": iou.mean(), "miou_nanmean": (tp[union > 0] / union[union > 0]).mean(),
+           "fwiou": float((gt_c[present] / gt_c.sum() * iou).sum()),
            "pixel_accuracy": tp.sum() / gt_c.sum(), "matrix": conf}
     for win in (8, 16):
         vals = []
@@ -226,9 +229,11 @@ def test_metrics_match_brute_force_camvid(tmp_path: Path):
     frames = [[f for f, _ in manifest[n]] for n in names]
     videos = [(_stream(predictor, fr), [_gt(g, "camvid") for _, g in manifest[n]]) for n, fr in zip(names, frames)]
     ref = _brute_force(videos, 11, frames)
+    ref["miou"] = ref["miou_nanmean"]  # CamVid's official mIoU: classes with a non-empty union (mmseg)
     assert 0.3 < ref["miou"] < 0.999  # the blend makes real mistakes
     assert np.array_equal(np.asarray(res["confusion"]["matrix"]), ref["matrix"])
-    for key in ("miou", "fwiou", "pixel_accuracy"):
+    assert res["miou_definition"] == "nonempty-union"
+    for key in ("miou", "fwiou", "pixel_accuracy", "miou_gt_present", "miou_nanmean"):
         assert _close(res[key], ref[key]), key
     for key in ("mVC8", "mVC16"):
         assert _close(res["mvc"][key], ref[key]), key
@@ -252,8 +257,11 @@ def test_metrics_match_brute_force_vspw(tmp_path: Path):
     videos = [(_stream(predictor, [f for f, _ in items]), [_gt(m, "vspw") for _, m in items])
               for items in manifest.values()]
     ref = _brute_force(videos, 124)
+    ref["miou"] = ref["miou_gt_present"]  # VSPW's official mIoU (its Evaluator): GT-present classes
+    assert ref["miou_gt_present"] != ref["miou_nanmean"]  # the two definitions differ here
     assert np.array_equal(np.asarray(res["confusion"]["matrix"]), ref["matrix"])
-    for key in ("miou", "fwiou", "pixel_accuracy"):
+    assert res["miou_definition"] == "gt-present"
+    for key in ("miou", "fwiou", "pixel_accuracy", "miou_nanmean"):
         assert _close(res[key], ref[key]), key
     for key in ("mVC8", "mVC16"):
         assert _close(res["mvc"][key], ref[key]), key
@@ -271,7 +279,7 @@ def test_real_model_matches_manual_session(tmp_path: Path):
               for n in names]
     ref = _brute_force(videos, 11)
     assert np.array_equal(np.asarray(res["confusion"]["matrix"]), ref["matrix"])
-    assert _close(res["miou"], ref["miou"])
+    assert _close(res["miou"], ref["miou_nanmean"])  # CamVid: classes with a non-empty union
     assert res["model"]["architecture"] == "mrcfa-b0" and res["mvc"]["videos_skipped"] == 2
 
 
@@ -338,7 +346,7 @@ def test_save_predictions_cityscapes(tmp_path: Path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     theirs = json.loads(proc.stdout.strip().splitlines()[-1])[0]
-    assert math.isclose(theirs["averageScoreClasses"], res["miou_nanmean"], rel_tol=1e-9)
+    assert math.isclose(theirs["averageScoreClasses"], res["miou"], rel_tol=1e-9)  # the headline mIoU
 
 
 def test_save_predictions_camvid(tmp_path: Path):

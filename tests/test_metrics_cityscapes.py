@@ -152,3 +152,80 @@ def test_miou_matches_cityscapesscripts(tmp_path: Path):
         f"b theirs={theirs[1]['averageScoreClasses']:.6f} ours nanmean={b.miou_nanmean:.6f} "
         f"miou={b.miou:.6f}"
     )
+
+
+class _NearestColour:
+    """Builds a model that labels each pixel with the nearest Cityscapes palette colour (the GT on
+    datasetgen's painted frames) and, on a fixed 8x8 corner block, predicts `absent`: a class the
+    ground truth never holds (what a real model does on a small subset)."""
+
+    @staticmethod
+    def build(absent: int):
+        import torch
+
+        from vsegcli.models.base import Segmentor
+
+        ls = get_label_set("cityscapes")
+
+        class Model(Segmentor):
+            output_stride = 1
+            size_divisor = 1
+
+            def __init__(self) -> None:
+                super().__init__(ls.num_classes)
+                self.register_buffer("palette", torch.tensor(ls.palette, dtype=torch.float32))
+
+            def forward_frame(self, images):
+                rgb = images * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+                logits = -((rgb[:, None] - self.palette[None, :, :, None, None]) ** 2).sum(2)
+                logits[:, absent, 20:28, 40:48] = 1e9
+                return logits
+
+        return Model().eval()
+
+
+MEAN = [123.675, 116.28, 103.53]
+STD = [58.395, 57.12, 57.375]
+
+
+def test_eval_headline_miou_is_cityscapesscripts_on_a_4_snippet_subset(tmp_path: Path):
+    """The issue's case: `vseg eval` on a 4-snippet subset, a class predicted but absent from the
+    GT. The headline mIoU must be cityscapesscripts' averageScoreClasses on the saved label-id
+    PNGs (the GT-present mean, VSPW's rule, is higher and is only reported beside it)."""
+    import torch
+
+    from datasetgen import make_cityscapes
+    from vsegcli.evaluate import evaluate
+    from vsegcli.runtime import Predictor
+    from vsegcli.runtime.render import Palette
+
+    python = _need_reference()
+    snippets = (("munster", 100, 19), ("frankfurt", 0, 1016), ("lindau", 0, 25), ("frankfurt", 0, 1030))
+    manifest = make_cityscapes(tmp_path / "cs", snippets=snippets)
+    ls = get_label_set("cityscapes")
+    lut = ls.raw_lut()
+    in_gt = set()
+    for items in manifest.values():
+        in_gt |= {int(v) for v in np.unique(lut[np.asarray(Image.open(items[19][1]))])} - {255}
+    absent = min(set(range(19)) - in_gt)
+    predictor = Predictor(_NearestColour.build(absent), MEAN, STD, Palette.from_label_set(ls), torch.device("cpu"),
+                          classes=list(ls.classes))
+    out = tmp_path / "results"
+    res = evaluate(predictor, "cityscapes", tmp_path / "cs", "val", save_predictions=out)
+    assert res["sequences"] == 4 and res["frames_scored"] == 4 and res["miou_definition"] == "nonempty-union"
+
+    names = sorted(manifest)
+    job = {"pred": [str(out / n.split("_")[0] / f"{n}_pred.png") for n in names],
+           "gt": [str(manifest[n][19][1]) for n in names]}
+    (tmp_path / "jobs.json").write_text(json.dumps([job]))
+    proc = subprocess.run([python, str(TESTS / "cityscapes_ref.py"), str(tmp_path / "jobs.json")],
+                          capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("CITYSCAPES_")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])[0]
+    assert theirs["classScores"][ls.classes[absent]] == 0.0  # predicted, never in the GT
+    assert res["miou"] == pytest.approx(theirs["averageScoreClasses"], rel=1e-12)
+    assert res["miou_gt_present"] > res["miou"]  # the other definition would not match
+    for c, name in enumerate(ls.classes):
+        want, got = theirs["classScores"][name], res["per_class"][name]["iou"]
+        assert (want is None and got is None) or got == pytest.approx(want, rel=1e-12), name

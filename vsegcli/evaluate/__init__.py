@@ -13,8 +13,10 @@ Protocol (one rule for every architecture, so temporal models get their real con
   rule (fit into 853x480 keeping the aspect ratio, then resize each side up to a multiple of 32:
   480x853 -> 480x864) and the other datasets the predictor's own size (the checkpoint's
   `input_size`, else native, aligned to the model's divisor). Logits are upsampled to the label size.
-* Metrics: one integer confusion matrix over the dataset's classes (mIoU over classes present in
-  the ground truth, per-class IoU, FWIoU, pixel accuracy); `tc=True`: flow-warped temporal
+* Metrics: one integer confusion matrix over the dataset's classes (per-class IoU, FWIoU, pixel
+  accuracy; the headline mIoU by the dataset's official definition, `protocols.MIOU_DEFINITION`:
+  Cityscapes/CamVid over classes with a non-empty union, VSPW over classes present in the GT);
+  label values outside the label set are counted and warned about (`label_values_outside_set`); `tc=True`: flow-warped temporal
   consistency over each sequence's consecutive predictions (pairs never cross sequences);
   mVC8/mVC16 (VSPW's official rules) on VSPW and CamVid; fps of inference alone and of the whole run.
 

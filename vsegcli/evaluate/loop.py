@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from vsegcli.data.datasets import Sequence, check_dataset, dataset_label_set, list_sequences, read_image, read_label
+from vsegcli.data.datasets import Sequence, check_dataset, dataset_label_set, list_sequences, read_image, read_label_checked
 from vsegcli.data.labels import LabelSet
 from vsegcli.errors import VsegError
 from vsegcli.evaluate.merge import SequenceRecord, Totals, merge_across_ranks, pooled_video_consistency
@@ -27,7 +27,9 @@ from vsegcli.evaluate.protocols import (
     MVC_WINDOWS,
     TC_FLOW_SIZE,
     check_save_dir,
+    MIOU_DEFINITION,
     frames_to_stream,
+    headline_miou,
     prediction_path,
     predictions_format,
     resize_for_dataset,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["evaluate"]
 
 PREFETCH = 4  # frames decoded ahead of the model
+MAX_NAMED_FILES = 5  # label files named one by one in warnings (all are counted)
 
 
 def evaluate(
@@ -107,7 +110,9 @@ def evaluate(
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vseg-eval-io") as pool:
         for index, seq, count in plan:
             run = _SequenceRun(predictor, seq, options, totals, pool)
-            for i, image, gt in _prefetch(pool, seq, count, key):
+            for i, image, gt, outside in _prefetch(pool, seq, count, key):
+                if outside:
+                    run.outside_label_set[str(seq.labels[i])] = outside
                 run.frame(i, image, gt)
                 frame_done()
             records.append(run.finish(index, count))
@@ -123,6 +128,7 @@ def evaluate(
         raise VsegError(f"no annotated frame was scored in {key}/{split}; raise --max-frames "
                         "(Cityscapes' annotated frame is the 20th of its snippet)")
 
+    outside, outside_notes = _outside_label_set(records, key)
     names = list(label_set.classes)
     summary = cm.summary(names)
     result: dict[str, Any] = {
@@ -134,11 +140,13 @@ def evaluate(
         "sequences": len(sequences),
         "frames_streamed": sum(r.streamed for r in records),
         "frames_scored": sum(r.scored for r in records),
-        "miou": summary["miou"],
+        "miou": finite(headline_miou(key, cm)),  # the dataset's official definition
+        "miou_definition": MIOU_DEFINITION[key],
         "fwiou": summary["fwiou"],
         "pixel_accuracy": summary["pixel_accuracy"],
         "mean_class_accuracy": summary["mean_class_accuracy"],
         "miou_nanmean": summary["miou_nanmean"],
+        "miou_gt_present": summary["miou"],
         "per_class": per_class_section(summary, names),
         "confusion": cm.to_dict(),
         "tc": tc_section(totals, names) if tc else None,
@@ -147,7 +155,8 @@ def evaluate(
         "speed": speed_section(rank_stats, world_size, predictor.device, predictor.precision),
         "per_sequence": [r.to_dict() for r in records],
         "model": model_info,
-        "notes": notes,
+        "label_values_outside_set": outside,
+        "notes": notes + outside_notes,
     }
     if save_dir is not None:
         result["predictions_dir"] = str(save_dir)
@@ -209,6 +218,32 @@ def _list_sequences(dataset: str, root: Path, split: str, max_sequences: int | N
     return sequences, notes
 
 
+def _outside_label_set(records: list[SequenceRecord], dataset: str) -> tuple[dict[str, Any], list[str]]:
+    """Label values outside the dataset's label set (e.g. 200 in a CamVid annotation): scored as
+    ignored, never silently: counted in the result and warned about, naming the files."""
+    files = {f: v for r in records for f, v in r.outside_label_set.items()}
+    values: dict[int, int] = {}
+    for counts in files.values():
+        for value, n in counts.items():
+            values[value] = values.get(value, 0) + n
+    pixels = sum(values.values())
+    section = {
+        "pixels": pixels, "files": len(files),
+        "values": {str(v): values[v] for v in sorted(values)},
+        "per_file": {f: {str(v): n for v, n in sorted(c.items())} for f, c in list(files.items())[:MAX_NAMED_FILES * 20]},
+    }
+    notes = [f"{f}: {sum(c.values())} pixels with values outside the {dataset} label set "
+             f"({', '.join(str(v) for v in sorted(c))}); scored as ignored"
+             for f, c in list(files.items())[:MAX_NAMED_FILES]]
+    if len(files) > MAX_NAMED_FILES:
+        notes.append(f"... and {len(files) - MAX_NAMED_FILES} more label files with values outside the {dataset} "
+                     f"label set: {pixels} pixels in all, values {', '.join(map(str, sorted(values)))} "
+                     "(label_values_outside_set in the JSON)")
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return section, notes
+
+
 # --------------------------------------------------------------------------------------------
 # One sequence
 
@@ -225,13 +260,14 @@ class _RunOptions:
 
 def _prefetch(
     pool: ThreadPoolExecutor, seq: Sequence, count: int, dataset: str,
-) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """(position, RGB frame, train-id labels or None) for the first `count` frames, decoded ahead."""
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, dict[int, int]]]:
+    """(position, RGB frame, train-id labels or None, {raw value: pixels} outside the label set)
+    for the first `count` frames, decoded ahead."""
 
-    def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def load(i: int) -> tuple[np.ndarray, np.ndarray | None, dict[int, int]]:
         image = read_image(seq.frames[i])
-        gt = read_label(seq.labels[i], dataset) if i in seq.labels else None
-        return image, gt
+        gt, outside = read_label_checked(seq.labels[i], dataset) if i in seq.labels else (None, {})
+        return image, gt, outside
 
     pending: deque[Future] = deque()
     nxt = 0
@@ -239,8 +275,8 @@ def _prefetch(
         while nxt < count and len(pending) < PREFETCH:
             pending.append(pool.submit(load, nxt))
             nxt += 1
-        image, gt = pending.popleft().result()
-        yield i, image, gt
+        image, gt, outside = pending.popleft().result()
+        yield i, image, gt, outside
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -267,6 +303,7 @@ class _SequenceRun:
         self.frame_size: tuple[int, int] | None = None
         self.scored = 0
         self.inference_seconds = 0.0
+        self.outside_label_set: dict[str, dict[int, int]] = {}
 
     def frame(self, i: int, image: np.ndarray, gt: np.ndarray | None) -> None:
         self._check_frame_size(i, image)
@@ -339,6 +376,7 @@ class _SequenceRun:
         return SequenceRecord(
             index=index, name=self.seq.name, streamed=streamed, scored=self.scored, frame_size=fs,
             input_size=tuple(self.predictor.input_size(*fs)) if self.frame_size else (0, 0),  # type: ignore[arg-type]
-            miou=finite(self.cm.miou), pixel_accuracy=finite(self.cm.pixel_accuracy),
+            miou=finite(headline_miou(self.options.dataset, self.cm)), pixel_accuracy=finite(self.cm.pixel_accuracy),
             tc=seq_tc, vc=self.vc, inference_seconds=self.inference_seconds,
+            outside_label_set=self.outside_label_set,
         )

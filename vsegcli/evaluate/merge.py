@@ -33,6 +33,8 @@ class SequenceRecord:
     tc: float | None = None
     vc: VideoConsistency | None = None
     inference_seconds: float = 0.0
+    # label PNG -> {raw value: pixels} for values outside the dataset's label set (scored as ignored)
+    outside_label_set: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class SequenceRecord:
             "miou": self.miou,
             "pixel_accuracy": self.pixel_accuracy,
             "tc": self.tc,
+            "label_pixels_outside_set": sum(sum(v.values()) for v in self.outside_label_set.values()),
         }
 
 

@@ -13,18 +13,21 @@ from typing import TYPE_CHECKING
 
 from vsegcli.data.datasets import Sequence, check_dataset, dataset_label_set
 from vsegcli.errors import VsegError
+from vsegcli.metrics import ConfusionMatrix
 from vsegcli.runtime import Predictor, ResizeRule, inference_size
 
 if TYPE_CHECKING:
     from vsegcli.api import VideoSegmenter
 
 __all__ = [
+    "MIOU_DEFINITION",
     "MVC_WINDOWS",
     "PROTOCOL",
     "TC_FLOW_SIZE",
     "VSPW_DIVISOR",
     "VSPW_SCALE",
     "frames_to_stream",
+    "headline_miou",
     "load_for_dataset",
     "check_save_dir",
     "prediction_path",
@@ -47,6 +50,25 @@ PROTOCOL = {
                   "only the annotated frame is scored",
     "vspw": "every frame of each video, in time order, through one fresh session per video; every frame scored",
 }
+
+# Each dataset's official headline mIoU (the per-class IoUs are the same; only which classes are
+# averaged differs, and only when a class is predicted somewhere but absent from the ground truth):
+# Cityscapes (cityscapesscripts' averageScoreClasses) and CamVid (mmseg's IoUMetric): every class
+# with a non-empty union (`miou_nanmean`); VSPW (the MRCFA/VSPW `Evaluator`): classes present in
+# the ground truth (`miou`).
+MIOU_DEFINITION = {"cityscapes": "nonempty-union", "camvid": "nonempty-union", "vspw": "gt-present"}
+MIOU_WORDS = {
+    "nonempty-union": "mean IoU over classes with a non-empty union (GT or prediction), as cityscapesscripts "
+                      "and mmseg; miou_gt_present: over classes present in the ground truth",
+    "gt-present": "mean IoU over classes present in the ground truth, as VSPW's/MRCFA's Evaluator; "
+                  "miou_nanmean: over classes with a non-empty union",
+}
+
+
+def headline_miou(dataset: str, cm: ConfusionMatrix) -> float:
+    """`cm`'s mIoU under `dataset`'s official definition (`MIOU_DEFINITION`)."""
+    rule = MIOU_DEFINITION[check_dataset(dataset)]
+    return cm.miou_nanmean if rule == "nonempty-union" else cm.miou
 
 
 # --------------------------------------------------------------------------------------------

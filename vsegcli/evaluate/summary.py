@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from vsegcli.evaluate.merge import Totals
-from vsegcli.evaluate.protocols import PROTOCOL, TC_FLOW_SIZE
+from vsegcli.evaluate.protocols import MIOU_DEFINITION, MIOU_WORDS, PROTOCOL, TC_FLOW_SIZE
 from vsegcli.io.jsonio import finite
 
 __all__ = ["per_class_section", "protocol_section", "speed_section", "tc_section"]
@@ -52,8 +52,7 @@ def protocol_section(
     return {
         "streaming": PROTOCOL[dataset],
         "resize": resize,
-        "miou": "mean IoU over classes present in the ground truth (miou_nanmean: over classes with "
-                "a nonzero union, as cityscapesscripts)",
+        "miou": MIOU_WORDS[MIOU_DEFINITION[dataset]],
         "mvc": "VSPW VC_perclip rules: windows of 8/16 consecutive annotated frames, range(N-k), videos "
                "with <= 16 frames skipped, pooled nanmean" if mvc else None,
         "max_frames_per_sequence": max_frames,

@@ -13,7 +13,8 @@ Definitions (all scores are fractions in [0, 1]):
   the MRCFA/VSPW ``Evaluator``. ``miou_nanmean`` = NaN-mean over every class with a nonzero
   union: mmseg's table and cityscapesscripts' average. They differ only when a class is
   predicted somewhere but never occurs in the ground truth (its IoU is 0 and counts only in the
-  nan-mean).
+  nan-mean). `vseg eval` reports each dataset's official one as its headline
+  (`evaluate.protocols.MIOU_DEFINITION`: Cityscapes/CamVid the nan-mean, VSPW `miou`).
 * ``fwiou`` = sum over classes with GT_c > 0 of (GT_c / sum GT) * IoU_c.
 * ``pixel_accuracy`` = sum TP / sum GT; ``class_accuracy`` = TP_c / GT_c (NaN where GT_c = 0).
 

@@ -22,9 +22,11 @@ from vsegcli.data.datasets.base import (
     Sequence,
     check_dataset,
     dataset_label_set,
+    known_raw_values,
     label_lut,
     read_image,
     read_label,
+    read_label_checked,
     read_raw_label,
 )
 from vsegcli.errors import VsegError
@@ -37,10 +39,12 @@ __all__ = [
     "Sequence",
     "check_dataset",
     "dataset_label_set",
+    "known_raw_values",
     "label_lut",
     "list_sequences",
     "read_image",
     "read_label",
+    "read_label_checked",
     "read_raw_label",
 ]
 

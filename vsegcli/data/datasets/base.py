@@ -100,10 +100,40 @@ def read_raw_label(path: str | Path) -> np.ndarray:
 def read_label(path: str | Path, dataset: str) -> np.ndarray:
     """(H, W) uint8 train ids (255 = ignore) of a label PNG of `dataset` (a dataset name or a
     label format such as 'cityscapes-ids')."""
+    return read_label_checked(path, dataset)[0]
+
+
+# Raw values a dataset's label PNGs hold that are void by the dataset's own definition (besides
+# its classes): CamVid's SegNet void 11; every Cityscapes label id 0..33 (the non-evaluated ones
+# are void); VSPW's 0 ('others') and 255. 255 is the common ignore value in every set.
+_VOID_RAW = {"camvid": {11, 255}, "cityscapes": set(range(34)) | {255}, "vspw": {0, 255}}
+
+
+@lru_cache(maxsize=None)
+def known_raw_values(dataset: str) -> np.ndarray:
+    """(256,) bool: raw PNG values that are a class or a defined void value of `dataset`."""
+    key = check_dataset(dataset)
+    known = np.zeros(256, dtype=bool)
+    known[[r for r in dataset_label_set(key).raw_to_train if 0 <= r < 256]] = True
+    known[sorted(_VOID_RAW[key])] = True
+    known.flags.writeable = False
+    return known
+
+
+def read_label_checked(path: str | Path, dataset: str) -> tuple[np.ndarray, dict[int, int]]:
+    """`read_label`, plus {raw value: pixel count} of values outside the dataset's label set
+    (neither a class nor its void values, e.g. 200 in a CamVid annotation). Those pixels are
+    ignored like void ones; the caller reports them (never silently)."""
     key = str(dataset).lower()
     if key not in DATASETS:
         key = _dataset_for_format(key)
-    return label_lut(key)[read_raw_label(path)]
+    raw = read_raw_label(path)
+    outside = ~known_raw_values(key)[raw]
+    unknown: dict[int, int] = {}
+    if outside.any():
+        values, counts = np.unique(raw[outside], return_counts=True)
+        unknown = {int(v): int(n) for v, n in zip(values, counts)}
+    return label_lut(key)[raw], unknown
 
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")

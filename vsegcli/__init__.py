@@ -7,6 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from vsegcli._omp import prefer_passive_wait
+
+# Before anything imports torch: idle OpenMP workers sleep instead of spinning (vsegcli/runtime/threads.py).
+prefer_passive_wait()
+
 from vsegcli.errors import VsegError
 
 __all__ = ["VsegError", "__version__"]

@@ -46,6 +46,20 @@ def precision_option() -> Callable[[F], F]:
                         show_default=True)
 
 
+def threads_option() -> Callable[[F], F]:
+    """`--threads N`: the model's CPU threads (`runtime.threads.set_threads`)."""
+    return click.option("--threads", type=click.IntRange(min=1),
+                        help="CPU threads for the model (default: one per core). Idle threads sleep "
+                             "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy machine does not stall the run.")
+
+
+def fast_math_option() -> Callable[[F], F]:
+    """`--fast-math/--no-fast-math` (default on): cuDNN autotuning and TF32 on CUDA (`set_cuda_math`)."""
+    return click.option("--fast-math/--no-fast-math", default=True, show_default=True,
+                        help="CUDA: cuDNN autotuning (cudnn.benchmark) and TF32 fp32 matmuls/convolutions "
+                             "(Ampere+). --no-fast-math: exact fp32 and a fixed algorithm choice. No effect on CPU.")
+
+
 def quiet_option(help: str) -> Callable[[F], F]:
     """`--quiet/-q`."""
     return click.option("--quiet", "-q", is_flag=True, help=help)

@@ -216,7 +216,6 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
            warmup: int | None, repeat: int, paired: bool, classes: int, input_path: Path | None, no_e2e: bool,
            e2e_only: bool, protocol: str, threads: int | None, frame_batch: int, hwaccel: str, no_fold_bn: bool, host_allocator: str | None,
            json_out: str | None, quiet: bool) -> None:
-    import torch
     from rich.console import Console
 
     from vsegcli import bench as B
@@ -228,8 +227,9 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     host_allocator = requested_mode(host_allocator)
     allocator_state = configure_host_allocator(host_allocator)  # before any model or frame is allocated
     dev, device_note = resolve_device(device, gpu)
-    if threads:
-        torch.set_num_threads(threads)
+    from vsegcli.runtime.threads import set_threads, thread_report
+
+    set_threads(threads)
     if no_e2e and e2e_only:
         raise VsegError("--no-e2e and --e2e-only contradict each other")
     if protocol == "upstream" and batch != 1:
@@ -299,6 +299,7 @@ def _bench(*, device: str, gpu: int | None, models: tuple[str, ...], checkpoint:
     out = B.run_metadata(dev, command=_canonical_command(opts), argv=sys.argv)
     out["settings"] = {**opts, "sizes": [list(s) for s in size_list]}
     out["notes"] = notes
+    out["threads"] = thread_report()
     out.update(results)
     out["machine"]["load_average"] = load_start
     out["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from vsegcli.cli._options import (
-    CONTEXT, device_for, device_option, echo_json, emit_json, gpu_option, invoked_command_line, precision_option, quiet_option,
+    CONTEXT, device_for, device_option, echo_json, emit_json, fast_math_option, gpu_option, invoked_command_line,
+    precision_option, quiet_option, threads_option,
 )
 from vsegcli.data.datasets import DATASETS
 from vsegcli.errors import VsegError
@@ -72,11 +73,13 @@ def _table(result: dict[str, Any]) -> Any:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stream at most N frames per sequence (quick checks).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write every number (+ model, dataset, command) as JSON to this file; '-' for stdout.")
+@threads_option()
+@fast_math_option()
 @quiet_option("No progress bar or notes on stderr.")
 def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, model: str | None, device: str,
              gpu: int | None, precision: str, size: int | None, tc: bool, mvc: bool | None,
              save_predictions: Path | None, max_sequences: int | None, max_frames: int | None,
-             json_path: Path | None, quiet: bool) -> None:
+             json_path: Path | None, threads: int | None, fast_math: bool, quiet: bool) -> None:
     """Score a model on CamVid, Cityscapes or VSPW the way the papers do.
 
     Each sequence streams through one session in time order, so temporal models see their real
@@ -98,11 +101,16 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
 
     from vsegcli.runtime.progress import FrameProgress
     from vsegcli.evaluate import evaluate, init_distributed, load_for_dataset
+    from vsegcli.runtime.device import cuda_math_state, set_cuda_math
+    from vsegcli.runtime.threads import set_threads, thread_report
 
+    set_threads(threads)
     device = device_for(device, gpu)
     if not data_root.is_dir():
         raise VsegError(f"--data-root {data_root}: no such folder")
     rank, world, device = (d := init_distributed(device)).rank, d.world, d.device
+    if device.type == "cuda":
+        set_cuda_math(fast_math)
     try:
         console = Console(stderr=True)
         lead = rank == 0
@@ -139,6 +147,8 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
             return
         result["command"] = invoked_command_line()
         result["model"] = {**(result.get("model") or {}), "precision": precision, "size": size}
+        result["threads"] = thread_report()
+        result["cuda_math"] = cuda_math_state() if device.type == "cuda" else None
         to_stdout_json = json_path is not None and str(json_path) == "-"
         if json_path is not None and not to_stdout_json:
             emit_json(result, json_path)

@@ -5,7 +5,9 @@ frame size -> argmax (a `Stepper`). Random weights (speed does not depend on the
 then per-step times with CUDA events (GPU) or `perf_counter` + `process_time` (CPU): median / p95
 latency, throughput, peak memory. `protocol="upstream"` follows mmseg's `tools/benchmark.py`
 instead: batch 1, synchronise around every call, `cudnn.benchmark=False`, labels copied to the
-host, fps = timed frames / summed time.
+host, fps = timed frames / summed time. CUDA math per protocol (recorded in every row): vseg times
+what `vseg run` does by default (cuDNN autotuning and TF32 on, `set_cuda_math(True)`), upstream
+runs torch's defaults (TF32 for convolutions only) with autotuning off.
 
 A measurement of one job is *plain* (with peak memory); of several jobs it is *paired*: step i of
 every job runs back to back, so load changes on a shared machine hit all of them alike and
@@ -24,6 +26,7 @@ from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from vsegcli.errors import VsegError
 from vsegcli.models.base import Segmentor
 from vsegcli.runtime import PRECISIONS
+from vsegcli.runtime.device import bf16_supported, cuda_math_state, device_scope, set_cuda_math
 from vsegcli.bench import machine
 from vsegcli.bench.settings import (DEFAULT_SIZE, GPU_FRAMES, GPU_WARMUP, MODES, PROTOCOLS, Log, as_device, as_size,
                                     quiet)
@@ -85,7 +88,7 @@ def skip_reason(model: Segmentor, name: str, mode: str, s: TimingSettings) -> st
         raise VsegError(f"{name} is a per-frame model: the naive clip mode is for temporal models")
     if s.device.type == "cpu" and s.precision == "fp16":
         return "fp16 on CPU: no fast kernels (use bf16 or fp32); skipped"
-    if s.device.type == "cuda" and s.precision == "bf16" and not torch.cuda.is_bf16_supported():
+    if s.device.type == "cuda" and s.precision == "bf16" and not bf16_supported(s.device):
         return "this GPU has no bf16 support; skipped"
     return None
 
@@ -135,7 +138,8 @@ def _memory_baseline(device: torch.device) -> int:
     if device.type == "cpu":
         machine.release_host_memory()
         return 0
-    torch.cuda.empty_cache()
+    with device_scope(device):  # empty_cache takes no device: it frees the current one's
+        torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     return torch.cuda.memory_allocated(device)
 
@@ -162,9 +166,10 @@ def _warm_up(active: list[_Active], pool: list[torch.Tensor], s: TimingSettings)
 def _time_step(a: _Active, x: torch.Tensor, i: int, s: TimingSettings) -> None:
     """Run and time step `i` of one job, the way this device and protocol time a step."""
     if s.use_events:  # no host sync: the CPU may queue ahead, as in a real stream
-        a.events[0][i].record()
+        stream = torch.cuda.current_stream(s.device)  # the timed device's stream, not GPU 0's
+        a.events[0][i].record(stream)
         a.stepper(x)
-        a.events[1][i].record()
+        a.events[1][i].record(stream)
     elif s.device.type == "cuda":  # upstream: synchronise before and after each call
         torch.cuda.synchronize(s.device)
         t0 = time.perf_counter()
@@ -187,7 +192,11 @@ def _timed_loop(active: list[_Active], pool: list[torch.Tensor], s: TimingSettin
     """Step i of every job back to back, `frames` times; returns the loop's wall-clock seconds."""
     machine.sync(s.device)
     for a in active:
-        a.row["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark) if s.device.type == "cuda" else None
+        cuda = s.device.type == "cuda"
+        math = cuda_math_state()
+        a.row["cudnn_benchmark"] = math["cudnn_benchmark"] if cuda else None
+        a.row["tf32_matmul"] = math["tf32_matmul"] if cuda else None
+        a.row["tf32_cudnn"] = math["tf32_cudnn"] if cuda else None
         if s.use_events:
             a.events = ([torch.cuda.Event(enable_timing=True) for _ in range(s.frames)],
                         [torch.cuda.Event(enable_timing=True) for _ in range(s.frames)])
@@ -272,21 +281,27 @@ def measure_many(jobs: Sequence[tuple[Segmentor, str, str]], s: TimingSettings) 
         return rows
     paired = len(active) > 1
     pool = frame_pool(s.size, s.batch, s.device, s.seed)
-    old_benchmark = torch.backends.cudnn.benchmark
-    if s.upstream:
-        torch.backends.cudnn.benchmark = False  # mmseg's benchmark.py
+    old_math = cuda_math_state()
+    if s.upstream:  # mmseg's benchmark.py: torch's defaults, autotuning off
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    elif s.device.type == "cuda":
+        set_cuda_math(True)  # what `vseg run` does by default
     gpu_base = _memory_baseline(s.device)
     sampler = machine.RssSampler() if s.device.type == "cpu" and not paired else None
     wall = 0.0
     try:
         if sampler is not None:
             sampler.__enter__()
-        active = _warm_up(active, pool, s)
-        wall = _timed_loop(active, pool, s)
+        with device_scope(s.device):  # --gpu N: whatever takes no device acts on GPU N
+            active = _warm_up(active, pool, s)
+            wall = _timed_loop(active, pool, s)
     finally:
         if sampler is not None:
             sampler.__exit__(None, None, None)
-        torch.backends.cudnn.benchmark = old_benchmark
+        torch.backends.cudnn.benchmark = old_math["cudnn_benchmark"]
+        torch.backends.cuda.matmul.allow_tf32 = old_math["tf32_matmul"]
+        torch.backends.cudnn.allow_tf32 = old_math["tf32_cudnn"]
     for a in active:
         _finish_row(a, s, wall, paired, gpu_base, sampler, pool)
     return rows

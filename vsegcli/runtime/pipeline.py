@@ -18,15 +18,20 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
+from vsegcli.runtime.device import device_scope
+from vsegcli.metrics.shots import mark_shot_cuts
+from vsegcli.models.base import Session
 from vsegcli.runtime.predictor import Predictor
 from vsegcli.runtime.render import overlay
 from vsegcli.runtime.sinks import Sink, VideoSink
+from vsegcli.runtime.transfer import resolved
 
 QUEUE_DEPTH = 8
+T = TypeVar("T")
 
 
 class _Stopped(Exception):
@@ -94,7 +99,8 @@ class _SinkWorker:
                 self.busy_seconds += time.perf_counter() - t0
                 return
             t0 = time.perf_counter()
-            self.sink.write(*item)
+            # CUDA results arrive as copies in flight (`HostCopy`): this thread waits for them.
+            self.sink.write(*(resolved(x) for x in item))
             self.busy_seconds += time.perf_counter() - t0
 
 
@@ -119,6 +125,29 @@ class RunStats:
         return d
 
 
+def shot_marked(predictor: Predictor, items: Iterable[T], frame_of: Callable[[T], np.ndarray]) -> Iterator[tuple[T, bool]]:
+    """(item, starts_a_new_shot) in order: shot cuts found 2 frames ahead (`metrics.shots`, ~0.3 ms
+    a frame) for a temporal model with `predictor.shot_reset`; otherwise never a cut, no cost.
+    The caller resets its session where an item starts a new shot."""
+    if getattr(predictor, "shot_reset", True) and predictor.model.temporal:
+        return mark_shot_cuts(items, frame_of=frame_of)
+    return ((item, False) for item in items)
+
+
+def _step_shots(predictor: Predictor, session: Session, frames: list[Any], new_shot: list[bool]) -> list[Any]:
+    """`predictor.step_many` over consecutive frames, resetting the session where a frame starts
+    a new shot (a batch is split there: no frame attends across the cut)."""
+    out: list[Any] = []
+    start = 0
+    for end in [i for i, flag in enumerate(new_shot) if flag] + [len(frames)]:
+        if end > start:
+            out += predictor.step_many(session, frames[start:end])
+        if end < len(frames):
+            session.reset()
+        start = end
+    return out
+
+
 def stream(
     predictor: Predictor,
     frames: Iterator[tuple[int, np.ndarray]],
@@ -129,7 +158,8 @@ def stream(
     """Run every frame of `frames` through one session and hand the results to `sinks`.
 
     With `predictor.frame_batch` = m > 1, m decoded frames go through the model together
-    (`Predictor.step_many`); sinks still get every frame in order.
+    (`Predictor.step_many`); sinks still get every frame in order. A temporal model's session is
+    reset where a shot cut starts a new shot (`predictor.shot_reset`, on by default).
 
     On success every sink is closed (outputs renamed into place) and their results returned; on any
     error or Ctrl-C every sink is aborted (temporary outputs removed) and the error re-raised.
@@ -137,8 +167,14 @@ def stream(
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
 
+    # Temporal models forget their cached frames at a shot cut, found on this decode thread;
+    # `new_shots` holds the source indices that start a shot.
+    new_shots: set[int] = set()
+
     def decode() -> None:
-        for item in frames:
+        for item, new_shot in shot_marked(predictor, frames, lambda it: it[1]):
+            if new_shot:
+                new_shots.add(item[0])
             _put(decoded, item, stop)
         _put(decoded, _END, stop)
 
@@ -166,12 +202,16 @@ def stream(
             if not pending or (len(pending) < predictor.frame_batch and not ended):
                 continue
             t0 = time.perf_counter()
-            frames_dev = [predictor.upload(frame) for _, frame in pending]
-            labels_dev = predictor.step_many(session, frames_dev)
-            results = []
-            for (index, frame), frame_dev, labels in zip(pending, frames_dev, labels_dev):
-                blended = overlay(frame_dev, labels, predictor.palette, opacity).cpu().numpy() if need_overlay else None
-                results.append((index, frame, labels.cpu().numpy(), blended))
+            # On CUDA this only queues work (uploads, model, non-blocking copies back): the sink
+            # threads wait for the copies, this thread goes on to the next frame.
+            with device_scope(predictor.device):
+                frames_dev = [predictor.upload(frame) for _, frame in pending]
+                labels_dev = _step_shots(predictor, session, frames_dev, [i in new_shots for i, _ in pending])
+                results = []
+                for (index, frame), frame_dev, labels in zip(pending, frames_dev, labels_dev):
+                    blended = (predictor.to_host(overlay(frame_dev, labels, predictor.palette, opacity))
+                               if need_overlay else None)
+                    results.append((index, frame, predictor.to_host(labels), blended))
             times.inference += time.perf_counter() - t0
             pending = []
             for result in results:

@@ -22,6 +22,7 @@ from vsegcli.errors import VsegError
 from vsegcli.io.hostmem import configure_host_allocator
 from vsegcli.models.base import Segmentor, Session
 from vsegcli.runtime.render import Palette
+from vsegcli.runtime.transfer import HostCopy, to_host
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # (height, width, size divisor) -> network input (height, width); see `inference_size`.
@@ -100,6 +101,8 @@ class Predictor:
         self.resize_rule: ResizeRule | None = None
         # Frames per model call in `stream` (micro-batching; temporal steps stay in frame order).
         self.frame_batch = 1
+        # Temporal sessions forget their cached frames at a detected shot cut (`stream`, eval).
+        self.shot_reset = True
 
     def with_resize_rule(self, rule: ResizeRule | None) -> "Predictor":
         """The same model and settings with another input-size rule (e.g. VSPW's official one)."""
@@ -127,10 +130,18 @@ class Predictor:
         return self.model.new_session()
 
     def upload(self, frame: np.ndarray) -> torch.Tensor:
+        """A uint8 frame on the device. CUDA: staged in pinned memory (torch's caching host
+        allocator hands back a freed block, reused once the copy that last read it has finished),
+        then copied without blocking this thread."""
         t = torch.from_numpy(frame)
         if self.device.type == "cuda":
             return t.pin_memory().to(self.device, non_blocking=True)
         return t
+
+    def to_host(self, tensor: torch.Tensor) -> np.ndarray | HostCopy:
+        """Labels or an overlay on the host: a numpy array on CPU; on CUDA a non-blocking copy
+        into pinned memory whose `result()` waits for it (`runtime.transfer`)."""
+        return to_host(tensor, self.device)
 
     def prepare(self, frame: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 -> (1, 3, h, w) normalised float at the network input size."""

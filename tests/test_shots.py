@@ -105,3 +105,86 @@ def test_short_and_flat_inputs() -> None:
     assert detect_shot_cuts([black] * 4) == []  # flat frames: no structure, no colour change
     grey = np.full((12, 16), 128, np.uint8)  # grey frames are accepted too
     assert detect_shot_cuts([grey, grey]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal sessions forget the previous shot at a cut (runtime.stream, api)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Labels:
+    """A sink that keeps every frame's labels."""
+
+    def __init__(self) -> None:
+        self.labels: list[np.ndarray] = []
+
+    def write(self, index, frame, labels, blended) -> None:
+        self.labels.append(np.asarray(labels).copy())
+
+    def close(self) -> int:
+        return len(self.labels)
+
+    def abort(self) -> None:
+        pass
+
+
+def _stream_labels(seg, frames: list[np.ndarray]) -> list[np.ndarray]:
+    from vsegcli.runtime import stream
+
+    sink = _Labels()
+    stream(seg.predictor, iter(list(enumerate(frames))), [sink])
+    return sink.labels
+
+
+def _load(arch: str):
+    """Random weights; STT's output projection starts at zero and the classifier is timid, so
+    both get drawn larger: the attention to earlier frames then shows in the labels."""
+    import torch
+
+    from vsegcli import api
+
+    seg = api.load(model=arch, device="cpu", label_set="camvid", size=64)
+    model = seg.predictor.model
+    if hasattr(model, "stt"):
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            model.stt.out.weight.copy_(torch.randn(model.stt.out.weight.shape, generator=gen))
+            model.stt.out.bias.copy_(torch.randn(model.stt.out.bias.shape, generator=gen) * 0.1)
+            for mod in model.decode_head.modules():
+                if isinstance(mod, torch.nn.Conv2d) and mod.out_channels == model.num_classes:
+                    mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen))
+    return seg
+
+
+@pytest.mark.parametrize("arch", ["stt-effl0", "mrcfa-b0"])
+def test_session_reset_at_a_cut_equals_a_fresh_session(bikes: np.ndarray, arch: str, one_thread) -> None:
+    seg = _load(arch)
+    shot_a = [cv2.resize(f, (128, 54), interpolation=cv2.INTER_AREA) for f in bikes[40:46]]
+    shot_b = [cv2.resize(f, (128, 54), interpolation=cv2.INTER_AREA) for f in bikes[150:156]]
+    fresh_b = seg.segment_frames(shot_b)  # a new session on the second shot alone
+    for batch in (1, 4):  # 4: the cut falls inside a micro-batch, which is split there
+        seg.predictor.frame_batch = batch
+        seg.predictor.shot_reset = True
+        got = _stream_labels(seg, shot_a + shot_b)
+        assert len(got) == 12
+        for a, b in zip(got[6:], fresh_b):
+            np.testing.assert_array_equal(a, b)
+    assert [np.array_equal(a, b) for a, b in zip(seg.segment_frames(shot_a + shot_b)[6:], fresh_b)] == [True] * 6
+    # Without the reset the second shot's first frames attend to the first shot: labels differ.
+    seg.predictor.frame_batch = 1
+    seg.predictor.shot_reset = False
+    kept = _stream_labels(seg, shot_a + shot_b)
+    differ = [int(np.count_nonzero(a != b)) for a, b in zip(kept[6:], fresh_b)]
+    assert sum(differ) > 0, differ
+
+
+def test_clip_without_cuts_is_unchanged(bikes: np.ndarray, one_thread) -> None:
+    seg = _load("stt-effl0")
+    clip = [cv2.resize(f, (128, 54), interpolation=cv2.INTER_AREA) for f in bikes[40:50]]
+    seg.predictor.shot_reset = True
+    on = _stream_labels(seg, clip)
+    seg.predictor.shot_reset = False
+    off = _stream_labels(seg, clip)
+    assert len(on) == len(off) == 10
+    for a, b in zip(on, off):
+        np.testing.assert_array_equal(a, b)

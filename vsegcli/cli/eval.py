@@ -51,10 +51,22 @@ def _table(result: dict[str, Any]) -> Any:
     return table
 
 
+def _check_data(dataset: str, data_root: Path | None, split: str) -> None:
+    """The dataset's layout first, with what to download and where it goes when it is not there."""
+    from vsegcli.data.datasets import GET_DATA, list_sequences
+
+    key = dataset.lower()
+    if data_root is None:
+        raise VsegError(f"give --data-root: the folder holding the {key} dataset; {GET_DATA[key]}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # evaluate() lists again and reports the readers' notes
+        list_sequences(key, data_root, split)
+
+
 @click.command("eval", context_settings=CONTEXT)
 @click.option("--dataset", required=True, type=click.Choice(DATASETS, case_sensitive=False),
               help="Dataset layout and classes: camvid (11), cityscapes (19), vspw (124).")
-@click.option("--data-root", required=True, type=click.Path(path_type=Path),
+@click.option("--data-root", type=click.Path(path_type=Path),  # checked in the body: a missing one says what to get
               help="Dataset folder (CamVid SegNet layout; Cityscapes with gtFine/ and leftImg8bit_sequence/; "
                    "VSPW with VSPW_480p/).")
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
@@ -66,6 +78,9 @@ def _table(result: dict[str, Any]) -> Any:
 @click.option("--size", type=click.IntRange(min=32),
               help="Inference short side. Default: the checkpoint's; VSPW: the official fit-into-853x480 rule.")
 @click.option("--tc", is_flag=True, help="Also measure temporal consistency (optical-flow warped, per sequence).")
+@click.option("--shot-reset/--no-shot-reset", default=True, show_default=True,
+              help="Temporal models forget their cached frames at a detected shot cut; --tc leaves pairs "
+                   "across a cut out either way.")
 @click.option("--mvc/--no-mvc", default=None, help="mVC8/mVC16 (default: on for VSPW and CamVid, off for Cityscapes).")
 @click.option("--save-predictions", type=click.Path(path_type=Path),
               help="Write predictions: Cityscapes label-id PNGs for cityscapesscripts, else train-id PNGs per sequence.")
@@ -77,7 +92,7 @@ def _table(result: dict[str, Any]) -> Any:
 @fast_math_option()
 @quiet_option("No progress bar or notes on stderr.")
 def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, model: str | None, device: str,
-             gpu: int | None, precision: str, size: int | None, tc: bool, mvc: bool | None,
+             gpu: int | None, precision: str, size: int | None, tc: bool, shot_reset: bool, mvc: bool | None,
              save_predictions: Path | None, max_sequences: int | None, max_frames: int | None,
              json_path: Path | None, threads: int | None, fast_math: bool, quiet: bool) -> None:
     """Score a model on CamVid, Cityscapes or VSPW the way the papers do.
@@ -106,8 +121,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
 
     set_threads(threads)
     device = device_for(device, gpu)
-    if not data_root.is_dir():
-        raise VsegError(f"--data-root {data_root}: no such folder")
+    _check_data(dataset, data_root, split)  # before any model is loaded: no data, nothing else matters
     rank, world, device = (d := init_distributed(device)).rank, d.world, d.device
     if device.type == "cuda":
         set_cuda_math(fast_math)
@@ -125,6 +139,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
             warnings.showwarning = note  # one readable line instead of Python's file:line form
             seg = load_for_dataset(dataset, checkpoint=checkpoint, model=model, device=device,
                                    precision=precision, size=size)
+            seg.predictor.shot_reset = shot_reset
             if seg.info.random_init:
                 note(f"random weights ({seg.info.architecture}): a pipeline check, the scores mean nothing")
             progress = FrameProgress(show, console)

@@ -86,6 +86,9 @@ def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None,
 @click.option("--frame-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Frames per model call (micro-batching: backbones run batched, temporal steps stay in "
                    "frame order). Helps GPU throughput; labels equal batch 1 up to rounding.")
+@click.option("--shot-reset/--no-shot-reset", default=True, show_default=True,
+              help="Temporal models forget their cached frames at a detected shot cut (attending to another "
+                   "shot is wrong). The report leaves pairs across a cut out either way.")
 @click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
               help="Video decoding on the GPU (ffmpeg -hwaccel cuda). auto: when inference runs on CUDA, "
                    "falling back to software decoding; cuda: GPU or an error; none: software.")
@@ -111,7 +114,7 @@ def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None,
 def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, model: str | None, device: str,
         gpu: int | None, precision: str, size: int | None, labels_dir: Path | None, color_labels: bool,
         report: Path | None, opacity: float, no_video: bool, start: int, max_frames: int | None, stride: int,
-        frame_batch: int, hwaccel: str, overwrite: bool, skip_existing: bool, no_legend: bool, classes: str | None,
+        frame_batch: int, shot_reset: bool, hwaccel: str, overwrite: bool, skip_existing: bool, no_legend: bool, classes: str | None,
         palette: str | None, stats: Path | None, duration: float | None, read_timeout: float, reconnect: bool, threads: int | None, fast_math: bool, quiet: bool,
         as_json: bool) -> None:
     """Segment videos, streams or image folders: overlay video, label PNGs, report, class statistics.
@@ -169,7 +172,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
 
     set_threads(threads)
     seg = api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size,
-                   frame_batch=frame_batch)
+                   frame_batch=frame_batch, shot_reset=shot_reset)
     if palette is not None:
         seg.set_palette(palette)
     cuda = seg.predictor.device.type == "cuda"
@@ -245,6 +248,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
             "device": str(seg.predictor.device),
             "precision": precision,
             "frame_batch": frame_batch,
+            "shot_reset": shot_reset,
             "threads": thread_report(),
             "cuda_math": cuda_math_state() if cuda else None,
             "runs": results,

@@ -38,6 +38,7 @@ from vsegcli.evaluate.summary import per_class_section, protocol_section, speed_
 from vsegcli.io.fsutil import atomic_path
 from vsegcli.io.jsonio import finite
 from vsegcli.metrics import ConfusionMatrix, TemporalConsistency, VideoConsistency
+from vsegcli.metrics.shots import mark_shot_cuts
 from vsegcli.runtime import Predictor, ResizeRule
 
 if TYPE_CHECKING:
@@ -82,8 +83,8 @@ def evaluate(
     root = Path(root)
     label_set = dataset_label_set(key)
     base, model_info = _predictor_and_info(segmenter_or_predictor)
+    sequences, notes = _list_sequences(key, root, split, max_sequences)  # the data first: its absence says what to get
     mvc = _check_request(base, key, label_set, mvc, rank, world_size)
-    sequences, notes = _list_sequences(key, root, split, max_sequences)
     rule, resize_desc = resize_for_dataset(key, base, size, resize_rule)
     predictor = base.with_resize_rule(rule) if rule is not None else base
     save_dir = check_save_dir(Path(save_predictions), root) if save_predictions is not None else None
@@ -110,10 +111,14 @@ def evaluate(
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vseg-eval-io") as pool:
         for index, seq, count in plan:
             run = _SequenceRun(predictor, seq, options, totals, pool)
-            for i, image, gt, outside in _prefetch(pool, seq, count, key):
+            frames = _prefetch(pool, seq, count, key)
+            # Shot cuts (2 frames ahead): pairs across one leave TC out, temporal sessions reset.
+            marked = (mark_shot_cuts(frames, frame_of=lambda it: it[1]) if run.find_cuts
+                      else ((it, False) for it in frames))
+            for (i, image, gt, outside), new_shot in marked:
                 if outside:
                     run.outside_label_set[str(seq.labels[i])] = outside
-                run.frame(i, image, gt)
+                run.frame(i, image, gt, new_shot)
                 frame_done()
             records.append(run.finish(index, count))
             cm.merge(run.cm)
@@ -149,7 +154,9 @@ def evaluate(
         "miou_gt_present": summary["miou"],
         "per_class": per_class_section(summary, names),
         "confusion": cm.to_dict(),
-        "tc": tc_section(totals, names) if tc else None,
+        "tc": ({**tc_section(totals, names),
+                "pairs_excluded": sum(len(r.shot_cuts or []) for r in records),
+                "pairs_excluded_note": "pairs across a shot cut (metrics.shots) are not counted"} if tc else None),
         "mvc": pooled_video_consistency(records, MVC_WINDOWS).to_dict() if mvc else None,
         "protocol": protocol_section(key, resize_desc, mvc, max_frames, max_sequences),
         "speed": speed_section(rank_stats, world_size, predictor.device, predictor.precision),
@@ -298,6 +305,9 @@ class _SequenceRun:
         self.tc_acc = TemporalConsistency(k, flow_size=TC_FLOW_SIZE, keep_heatmap=False) if options.tc else None
         self.vc = VideoConsistency(MVC_WINDOWS) if options.mvc else None
         self.need_host = options.tc or options.mvc or options.save_dir is not None
+        self.reset_at_cuts = bool(getattr(predictor, "shot_reset", True) and predictor.model.temporal)
+        self.find_cuts = options.tc or self.reset_at_cuts
+        self.shot_cuts: list[int] = []
         self.writes: list[Future] = []
         self.prev: np.ndarray | None = None
         self.frame_size: tuple[int, int] | None = None
@@ -305,15 +315,19 @@ class _SequenceRun:
         self.inference_seconds = 0.0
         self.outside_label_set: dict[str, dict[int, int]] = {}
 
-    def frame(self, i: int, image: np.ndarray, gt: np.ndarray | None) -> None:
+    def frame(self, i: int, image: np.ndarray, gt: np.ndarray | None, new_shot: bool = False) -> None:
         self._check_frame_size(i, image)
+        if new_shot:
+            self.shot_cuts.append(i)
+            if self.reset_at_cuts:  # attending to another shot's frames is wrong
+                self.session.reset()
         pred = self._infer(image)
         pred_np = pred.cpu().numpy() if self.need_host else None
         if gt is not None:
             self._score(i, pred, pred_np, gt)
         if self.tc_acc is not None:
             assert pred_np is not None
-            self._track_consistency(image, pred_np)
+            self._track_consistency(image, pred_np, new_shot)
 
     def _check_frame_size(self, i: int, image: np.ndarray) -> None:
         hw = (int(image.shape[0]), int(image.shape[1]))
@@ -349,10 +363,10 @@ class _SequenceRun:
             path = prediction_path(save_dir, self.options.dataset, self.seq, i)
             self.writes.append(self.pool.submit(_write_png, path, out))
 
-    def _track_consistency(self, image: np.ndarray, pred_np: np.ndarray) -> None:
+    def _track_consistency(self, image: np.ndarray, pred_np: np.ndarray, new_shot: bool = False) -> None:
         assert self.tc_acc is not None
-        self.tc_acc.update(image, pred_np)
-        if self.prev is not None:  # flow-free flicker at full resolution
+        self.tc_acc.update(image, pred_np, new_shot=new_shot)
+        if self.prev is not None and not new_shot:  # flow-free flicker at full resolution
             self.totals.flicker_changed += int(np.count_nonzero(self.prev != pred_np))
             self.totals.flicker_pixels += pred_np.size
         self.prev = pred_np
@@ -378,5 +392,6 @@ class _SequenceRun:
             input_size=tuple(self.predictor.input_size(*fs)) if self.frame_size else (0, 0),  # type: ignore[arg-type]
             miou=finite(headline_miou(self.options.dataset, self.cm)), pixel_accuracy=finite(self.cm.pixel_accuracy),
             tc=seq_tc, vc=self.vc, inference_seconds=self.inference_seconds,
+            shot_cuts=list(self.shot_cuts) if self.find_cuts else None,
             outside_label_set=self.outside_label_set,
         )

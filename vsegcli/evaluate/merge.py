@@ -35,6 +35,8 @@ class SequenceRecord:
     inference_seconds: float = 0.0
     # label PNG -> {raw value: pixels} for values outside the dataset's label set (scored as ignored)
     outside_label_set: dict[str, dict[int, int]] = field(default_factory=dict)
+    # Positions of frames that start a new camera shot (None: not looked for; metrics.shots).
+    shot_cuts: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class SequenceRecord:
             "miou": self.miou,
             "pixel_accuracy": self.pixel_accuracy,
             "tc": self.tc,
+            "shot_cuts": self.shot_cuts,
             "label_pixels_outside_set": sum(sum(v.values()) for v in self.outside_label_set.values()),
         }
 

@@ -467,6 +467,59 @@ def test_cli_eval_user_errors(tmp_path: Path):
     assert r.exit_code == 0 and "Examples:" in r.output and "torchrun" in r.output
 
 
+@pytest.mark.parametrize("dataset,package", [("cityscapes", "leftImg8bit_sequence_trainvaltest.zip"),
+                                             ("camvid", "SegNet"), ("vspw", "VSPW_480p")])
+def test_cli_eval_without_data_says_what_to_get_first(tmp_path: Path, dataset: str, package: str):
+    """No --data-root, or an empty folder: one line naming the official packages and where they
+    go, before any model is loaded (a 3-class checkpoint would otherwise speak first)."""
+    from vsegcli.checkpoints import CheckpointMeta, save_checkpoint
+    from vsegcli.models import build_model
+
+    net = build_model("segformer-b0", 3)
+    wrong = save_checkpoint(net, CheckpointMeta.from_model(net, label_set=LabelSet("x", ("a", "b", "c"),
+                            ((0, 0, 0), (1, 1, 1), (2, 2, 2)))), tmp_path / "k3.safetensors", half=True)
+    (tmp_path / "empty").mkdir()
+    for root in ([], ["--data-root", str(tmp_path / "empty")]):
+        r = CliRunner().invoke(cli, ["eval", "--dataset", dataset, *root, "-c", str(wrong), "--device", "cpu"])
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.exit_code == 2 and len(lines) == 1 and "Traceback" not in r.output, r.output
+        assert package in lines[0] and "classes" not in lines[0], lines[0]
+        if dataset == "cityscapes":
+            assert "gtFine_trainvaltest.zip" in lines[0]
+        assert ("--data-root" in lines[0]) == (not root)
+
+
+def test_label_values_outside_the_label_set_are_counted_and_named(tmp_path: Path):
+    """A CamVid annotation with value 200 (not a class, not void 11): scored as ignored as before,
+    but warned about with the file named, and counted in the result (and the CLI's JSON)."""
+    manifest = make_camvid(tmp_path / "cv", sequences={"0016E5": 3, "0001TP": 2})
+    bad = manifest["0016E5"][1][1]
+    raw = np.asarray(Image.open(bad)).copy()
+    raw[:5, :7] = 200
+    raw[-2:, -3:] = 12
+    Image.fromarray(raw).save(bad)
+    ls = get_label_set("camvid")
+    with pytest.warns(UserWarning, match=f"{bad.name}: 41 pixels with values outside the camvid label set \\(12, 200\\)"):
+        res = evaluate(_predictor(PaletteModel(ls), ls), "camvid", tmp_path / "cv", "val")
+    section = res["label_values_outside_set"]
+    assert section["pixels"] == 41 and section["files"] == 1 and section["values"] == {"12": 6, "200": 35}
+    assert section["per_file"] == {str(bad): {"12": 6, "200": 35}}
+    assert [s["label_pixels_outside_set"] for s in res["per_sequence"]] == [0, 41]
+    assert res["miou"] == 1.0  # those pixels are ignored, like void ones
+    assert any(bad.name in n for n in res["notes"])
+
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(cli, ["eval", "--dataset", "camvid", "--data-root", str(tmp_path / "cv"), "-m", "effl0",
+                                 "--device", "cpu", "--max-frames", "1", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert bad.name not in r.stderr  # --max-frames 1: the second frame's labels are never read
+    r = CliRunner().invoke(cli, ["eval", "--dataset", "camvid", "--data-root", str(tmp_path / "cv"), "-m", "effl0",
+                                 "--device", "cpu", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"{bad.name}: 41 pixels with values outside" in r.stderr
+    assert json.loads(out.read_text())["label_values_outside_set"]["pixels"] == 41
+
+
 # ------------------------------------------------------------------ real CamVid
 
 

@@ -132,7 +132,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
 
         def note(message: Any, *args: Any, **kwargs: Any) -> None:
             if lead and not quiet:
-                console.print(f"[yellow]warning:[/] {message}", highlight=False)
+                console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)  # one line, greppable
 
         with warnings.catch_warnings():
             warnings.simplefilter("always")

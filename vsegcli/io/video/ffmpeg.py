@@ -175,6 +175,8 @@ class DecoderLog:
         self.error_samples: list[str] = []
         self.hw_fallback: str | None = None
         self.tail: list[str] = []  # last lines, for the message when ffmpeg fails
+        self.io_error: str | None = None  # the source's connection failed (not decoding)
+        self.pts: list[float] = []  # the first frames' timestamps (showinfo), for a live rate
         self._in_output = False
         self._last_was_error = False
 
@@ -182,7 +184,8 @@ class DecoderLog:
         line = line.rstrip("\r\n")
         if not line.strip():
             return
-        self.tail = (self.tail + [line])[-30:]
+        if "Parsed_showinfo" not in line:
+            self.tail = (self.tail + [line])[-30:]
         low = line.lower()
         if self.hw_fallback is None and any(m in low for m in _HW_FALLBACK_MARKS):
             self.hw_fallback = re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
@@ -196,12 +199,21 @@ class DecoderLog:
                     self.output_size = (int(m.group(1)), int(m.group(2)))
                     self.header_done = True
             return
+        if "Parsed_showinfo" in line:
+            m = re.search(r"pts_time:\s*(-?[\d.]+)", line)
+            if m and len(self.pts) < 256:
+                self.pts.append(float(m.group(1)))
+            return
         m = re.match(r"\s*Last message repeated (\d+) times", line)
         if m:
             if self._last_was_error:
                 self.errors += int(m.group(1))
             return
         self._last_was_error = False
+        if "error during demuxing" in low or "input/output error" in low or "connection reset" in low:
+            # The source went away (a stream's server closed it): an end, not damaged data.
+            self.io_error = re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
+            return
         if line.startswith("[") and not line.startswith("[out#") and any(k in low for k in _DECODE_ERROR_MARKS):
             self.errors += 1
             self._last_was_error = True

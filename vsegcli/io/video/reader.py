@@ -47,7 +47,8 @@ def _selected_count(total: int | None, start: int, max_frames: int | None, strid
     return min(n, max_frames) if max_frames is not None else n
 
 
-def decode_filters(start: int, stride: int, source_pix_fmt: str | None, hwaccel: bool) -> list[str]:
+def decode_filters(start: int, stride: int, source_pix_fmt: str | None, hwaccel: bool,
+                   timestamps: bool = False) -> list[str]:
     """The -vf chain of the decoder.
 
     With NVDEC, frames come down from the GPU as NV12 and ffmpeg's NV12 -> RGB conversion differs
@@ -63,6 +64,10 @@ def decode_filters(start: int, stride: int, source_pix_fmt: str | None, hwaccel:
         filters.append(f"select='eq(n,0)+gte(n,{start})*not(mod(n-{start},{stride}))'")
     elif stride > 1:
         filters.append(f"select='not(mod(n,{stride}))'")
+    if timestamps:
+        # One log line per frame with its timestamp: a live source's real rate comes from the
+        # stream's clock, not from arrival times (bursty after ffmpeg's probing, slowed by us).
+        filters.append("showinfo")
     return filters
 
 
@@ -222,6 +227,7 @@ class FrameReader:
         self.frames_read = 0
         self._proc: _DecoderProcess | None = None
         self._last_log = ""
+        self._log: DecoderLog | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
@@ -276,7 +282,8 @@ class FrameReader:
         self.decoder = "cuda" if hw else "software"
 
     def _start(self, pix_fmt: str | None, hw: bool) -> None:
-        cmd = decoder_command(self.source, decode_filters(self.start, self.stride, pix_fmt, hw), self._max_out(),
+        filters = decode_filters(self.start, self.stride, pix_fmt, hw, timestamps=self.source.is_stream)
+        cmd = decoder_command(self.source, filters, self._max_out(),
                               self.duration, hwaccel=hw, hwaccel_device=self.hwaccel_device,
                               reconnect=self.reconnect)
         proc = _DecoderProcess(cmd, stdin_source=self.source.kind == "stdin")
@@ -305,6 +312,7 @@ class FrameReader:
         # The decoder's size is the truth (autorotation, codec cropping); buffers follow it.
         self.info = replace(self.info, width=w, height=h)
         self._proc = proc
+        self._log = proc.log
 
     def _reopen(self) -> bool:
         """Reconnect a dropped stream; False when it cannot be (size changed, not reachable)."""
@@ -349,6 +357,8 @@ class FrameReader:
                     break
                 if not raw:  # end of stream
                     self._absorb_log(proc)
+                    if proc.log.io_error and self.end_reason is None:
+                        self.end_reason = f"the connection ended ({proc.log.io_error})"
                     if live and self.reconnect and self.source.kind != "stdin" and k > 0 and (
                             self.max_frames is None or k < self.max_frames):
                         proc.close()
@@ -438,8 +448,11 @@ class FrameReader:
         return self._iter_video()
 
     def measured_fps(self) -> float | None:
-        """The rate frames arrived at (median spacing of the first ones): a live source's real
-        rate. None before two frames."""
+        """A stream's real frame rate: from the timestamps of its first frames (up to 256), else
+        from their arrival times (median spacing). None before two frames."""
+        pts = self._log.pts if self._log is not None else []
+        if len(pts) >= 2 and pts[-1] > pts[0]:
+            return (len(pts) - 1) / (pts[-1] - pts[0])
         t = self.arrivals
         if len(t) < 2:
             return None

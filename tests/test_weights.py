@@ -40,3 +40,29 @@ def test_checkpoint_reproduces_model_card_miou(name, one_thread):
     assert 100 * result["miou"] == pytest.approx(card["miou"], abs=0.2)
     if card.get("mvc8") is not None:
         assert result["mvc"]["mVC8"] == pytest.approx(card["mvc8"], abs=0.2)
+
+
+def test_vseg_models_lists_the_shipped_checkpoints_after_the_architectures():
+    import json
+
+    from click.testing import CliRunner
+
+    from vsegcli.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["models", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert {a["name"] for a in data["architectures"]} >= {card["architecture"] for card in SHIPPED.values()}
+    assert sorted(s["name"] for s in data["shipped"]) == sorted(SHIPPED)
+    default = api.shipped_models()["default"]
+    assert [s["name"] for s in data["shipped"] if s["default"]] == ([default] if default else [])
+    for s in data["shipped"]:
+        card = SHIPPED[s["name"]]
+        assert s["miou"] == card["miou"] and s["architecture"] == card["architecture"] and s["present"]
+        assert s["num_classes"] == load_checkpoint(s["path"]).meta.num_classes
+    r = CliRunner().invoke(cli, ["models"])
+    assert r.exit_code == 0
+    text = r.stdout
+    assert text.index("shipped checkpoints") > text.index("vseg architectures")
+    for name in SHIPPED:
+        assert name in text

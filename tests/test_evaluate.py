@@ -532,3 +532,56 @@ def test_real_camvid_first_frames():
     assert seq["name"] == "0016E5" and seq["frame_size"] == [360, 480] and seq["input_size"] == [96, 128]
     assert 0.0 <= res["miou"] <= 1.0 and res["tc"]["pairs"] == 4
     assert sum(c["gt_pixels"] for c in res["per_class"].values()) > 0.9 * 5 * 360 * 480
+
+
+# ------------------------------------------------------------------ distributed: shards, timeout, GPUs
+
+
+def test_shards_are_balanced_by_frames_not_sequences():
+    from vsegcli.evaluate.merge import shard_by_frames
+
+    frames = [300, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 120]  # one long video, many short ones
+    for world in (1, 2, 3, 5):
+        shards = shard_by_frames(frames, world)
+        assert sorted(i for s in shards for i in s) == list(range(len(frames)))  # each sequence once
+        assert all(s == sorted(s) for s in shards)
+        loads = [sum(frames[i] for i in s) for s in shards]
+        assert max(loads) - min(loads) <= max(frames)  # greedy bound
+        assert shard_by_frames(frames, world) == shards  # the same split in every process
+    loads = [sum(frames[i] for i in s) for s in shard_by_frames(frames, 2)]
+    round_robin = [sum(frames[0::2]), sum(frames[1::2])]
+    assert max(loads) == 360 < max(round_robin) == 450  # the split by count left one rank 90 frames late
+    assert shard_by_frames([5, 5], 4) == [[0], [1], [], []]  # more ranks than sequences: some idle
+
+
+def test_init_distributed_fails_fast_without_a_gpu_per_rank_and_sets_a_timeout(monkeypatch):
+    import datetime
+
+    import torch.distributed as dist
+
+    import vsegcli.runtime
+    from vsegcli.distributed import DIST_TIMEOUT_S, init_distributed
+
+    calls = []
+    monkeypatch.setattr(vsegcli.runtime, "select_device", lambda d: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(VsegError, match="LOCAL_RANK 2 but only 2 GPU"):
+        init_distributed("cuda")
+    assert calls == []  # nothing started: no device chosen, no process group joined
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    d = init_distributed("cuda")
+    assert d.device == torch.device("cuda", 1) and d.rank == 1 and d.world == 3
+    assert calls == [("set_device", torch.device("cuda", 1)),
+                     ("nccl", {"timeout": datetime.timedelta(seconds=DIST_TIMEOUT_S)})]
+    monkeypatch.setenv("VSEG_DIST_TIMEOUT_S", "90")
+    calls.clear()
+    init_distributed("cuda")
+    assert calls[-1] == ("nccl", {"timeout": datetime.timedelta(seconds=90)})

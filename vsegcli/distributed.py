@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
 from torch import nn
+
+from vsegcli.errors import VsegError
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,37 @@ def init_distributed(device: str | int | torch.device | None = "auto") -> Dist:
 
     local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
     if dev.type == "cuda":  # one GPU per process, whatever index was asked for
-        dev = torch.device("cuda", local % torch.cuda.device_count())
+        check_local_rank(local, torch.cuda.device_count())
+        dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=dist_timeout())
     return Dist(dist.get_rank(), dist.get_world_size(), local, dev)
+
+
+# How long a collective waits for the other ranks. Ranks of eval and train meet rarely (eval only at
+# the end), so a rank that finishes early waits long; NCCL's default watchdog (10 min) would abort
+# a run after all its work. VSEG_DIST_TIMEOUT_S overrides.
+DIST_TIMEOUT_S = 4 * 3600
+
+
+def dist_timeout() -> timedelta:
+    raw = os.environ.get("VSEG_DIST_TIMEOUT_S")
+    try:
+        seconds = float(raw) if raw else DIST_TIMEOUT_S
+    except ValueError:
+        raise VsegError(f"VSEG_DIST_TIMEOUT_S={raw!r} is not a number of seconds") from None
+    return timedelta(seconds=seconds)
+
+
+def check_local_rank(local_rank: int, visible_gpus: int) -> None:
+    """Fail before any work when this process has no GPU of its own (two ranks on one GPU would
+    run, slowly, and share its memory)."""
+    if local_rank >= visible_gpus:
+        raise VsegError(
+            f"LOCAL_RANK {local_rank} but only {visible_gpus} GPU(s) visible; start torchrun with "
+            f"--nproc_per_node {max(visible_gpus, 1)} or fewer (or --device cpu), or check CUDA_VISIBLE_DEVICES"
+        )
 
 
 def finish(d: Dist) -> None:

@@ -20,7 +20,7 @@ Protocol (one rule for every architecture, so temporal models get their real con
   consistency over each sequence's consecutive predictions (pairs never cross sequences);
   mVC8/mVC16 (VSPW's official rules) on VSPW and CamVid; fps of inference alone and of the whole run.
 
-Distributed (torchrun): sequences are dealt round-robin by rank; confusion matrices (scores and
+Distributed (torchrun): sequences are split between ranks balanced by frame count; confusion matrices (scores and
 TC) and flicker counts are integer sums (all_reduce); per-sequence records, mVC accumulators
 included, are gathered and merged in the global sequence order, so every number but the timings
 is bit-identical to a single-process run.

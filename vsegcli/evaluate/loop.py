@@ -22,7 +22,7 @@ import torch
 from vsegcli.data.datasets import Sequence, check_dataset, dataset_label_set, list_sequences, read_image, read_label_checked
 from vsegcli.data.labels import LabelSet
 from vsegcli.errors import VsegError
-from vsegcli.evaluate.merge import SequenceRecord, Totals, merge_across_ranks, pooled_video_consistency
+from vsegcli.evaluate.merge import SequenceRecord, Totals, merge_across_ranks, pooled_video_consistency, shard_by_frames
 from vsegcli.evaluate.protocols import (
     MVC_WINDOWS,
     TC_FLOW_SIZE,
@@ -90,7 +90,8 @@ def evaluate(
     save_dir = check_save_dir(Path(save_predictions), root) if save_predictions is not None else None
 
     # ---- this rank's share of the sequences
-    plan = [(i, seq, frames_to_stream(seq, tc, max_frames)) for i, seq in list(enumerate(sequences))[rank::world_size]]
+    counts = [frames_to_stream(seq, tc, max_frames) for seq in sequences]
+    plan = [(i, sequences[i], counts[i]) for i in shard_by_frames(counts, world_size)[rank]]
     total_frames = sum(n for _, _, n in plan)
     options = _RunOptions(
         dataset=key, label_set=label_set, tc=tc, mvc=mvc, save_dir=save_dir,

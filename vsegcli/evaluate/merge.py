@@ -1,8 +1,8 @@
 """What one process measures, and how processes under torchrun combine it.
 
-Sequences are dealt round-robin by rank. Confusion matrices (scores and TC) and flicker counts
-are integer sums (all_reduce); per-sequence records, mVC accumulators included, are gathered and
-merged in the global sequence order, so every number but the timings is bit-identical to a
+Sequences are split between ranks by frame count (`shard_by_frames`). Confusion matrices (scores
+and TC) and flicker counts are integer sums (all_reduce); per-sequence records, mVC accumulators
+included, are gathered and merged in the global sequence order, so every number but the timings is bit-identical to a
 single-process run.
 """
 from __future__ import annotations
@@ -15,7 +15,21 @@ import torch
 
 from vsegcli.metrics import ConfusionMatrix, VideoConsistency, all_reduce_
 
-__all__ = ["SequenceRecord", "Totals", "merge_across_ranks", "pooled_video_consistency"]
+__all__ = ["SequenceRecord", "Totals", "merge_across_ranks", "pooled_video_consistency", "shard_by_frames"]
+
+
+def shard_by_frames(frames: list[int], world_size: int) -> list[list[int]]:
+    """Sequence indices per rank, balanced by frames streamed (not by sequence count: one long
+    VSPW video weighs as much as many short ones, and ranks only meet at the end, so an uneven
+    split leaves ranks waiting, up to the process group's timeout). Longest first, each to the
+    least-loaded rank (ties: the lower rank); each rank's list ascending. Deterministic."""
+    loads = [0] * world_size
+    shards: list[list[int]] = [[] for _ in range(world_size)]
+    for i in sorted(range(len(frames)), key=lambda j: (-frames[j], j)):
+        r = min(range(world_size), key=lambda q: (loads[q], q))
+        shards[r].append(i)
+        loads[r] += frames[i]
+    return [sorted(s) for s in shards]
 
 
 @dataclass

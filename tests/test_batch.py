@@ -1,0 +1,115 @@
+"""Batches: a folder of videos + an image sequence + a broken file (reported, skipped, exit 1, the
+manifest says so), --skip-existing after an interrupted batch, and the overlay legend on pixels."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from videogen import make_images, make_video
+
+from vsegcli.cli import cli
+from vsegcli.io.video import FrameReader
+from vsegcli.runtime.batch import MANIFEST_NAME, expand_inputs, plan_jobs, read_manifest
+from vsegcli.runtime.render import legend_box
+
+RANDOM = ["-m", "segformer-b0", "--size", "32"]
+
+
+@pytest.fixture()
+def batch_dir(tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    make_video(d / "a.mp4", 64, 48, 3, fps=10)
+    make_video(d / "b.mp4", 64, 48, 3, fps=10)
+    make_images(d / "seq", [f"f{i}.png" for i in range(3)])
+    (d / "broken.mp4").write_bytes(b"this is not a video" * 20)
+    (d / "notes.txt").write_text("not an input")
+    return d
+
+
+def test_folder_batch_reports_the_broken_input_and_goes_on(batch_dir, tmp_path):
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["run", str(batch_dir), "-o", str(out), "--json", *RANDOM])
+    assert r.exit_code == 1, r.output  # documented: 1 = some inputs failed, the others written
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["a_seg.mp4", "b_seg.mp4", "seq_seg.mp4"]
+    for p in out.glob("*.mp4"):
+        assert sum(1 for _ in FrameReader(p)) == 3
+    entries = read_manifest(out / MANIFEST_NAME)
+    assert [Path(e["input"]).name for e in entries] == ["a.mp4", "b.mp4", "broken.mp4", "seq"]
+    status = {Path(e["input"]).name: e for e in entries}
+    assert status["broken.mp4"]["status"] == "failed" and "broken.mp4" in status["broken.mp4"]["error"]
+    assert all(status[k]["status"] == "ok" and status[k]["frames"] == 3 for k in ("a.mp4", "b.mp4", "seq"))
+    assert status["seq"]["decoder"] == "images" and status["a.mp4"]["decoder"] == "software"
+    summary = json.loads(r.stdout)
+    assert summary["batch"]["failed"] == 1 and len(summary["runs"]) == 3
+    assert "Error: " in r.stderr and "broken.mp4" in r.stderr
+
+
+def test_skip_existing_resumes_an_interrupted_batch(batch_dir, tmp_path):
+    (batch_dir / "broken.mp4").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    # An interrupted batch: a's output complete, b's only a temporary (as a killed encoder leaves).
+    r = CliRunner().invoke(cli, ["run", str(batch_dir / "a.mp4"), "-o", str(out / "a_seg.mp4"), *RANDOM])
+    assert r.exit_code == 0, r.output
+    before = (out / "a_seg.mp4").stat().st_mtime_ns
+    (out / ".b_seg.mp4.part999999-dead.mp4").write_bytes(b"half")
+    r = CliRunner().invoke(cli, ["run", str(batch_dir), "-o", str(out), "--skip-existing", *RANDOM])
+    assert r.exit_code == 0, r.output
+    assert (out / "a_seg.mp4").stat().st_mtime_ns == before  # kept, not redone
+    assert sum(1 for _ in FrameReader(out / "b_seg.mp4")) == 3  # the temporary did not count
+    entries = {Path(e["input"]).name: e["status"] for e in read_manifest(out / MANIFEST_NAME)}
+    assert entries == {"a.mp4": "skipped", "b.mp4": "ok", "seq": "ok"}
+
+
+def test_globs_lists_and_unique_names(tmp_path):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        make_video(tmp_path / sub / "clip.mp4", 32, 32, 2, fps=10)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two clips of the same name\nx/clip.mp4\n\ny/clip.mp4\nrtsp://127.0.0.1:8554/cam\n")
+    sources, batch = expand_inputs([f"@{listing}"])
+    assert batch and [s.kind for s in sources] == ["file", "file", "url"]
+    jobs = plan_jobs(sources, tmp_path / "o", None, None, None, no_video=False)
+    assert [j.video.name for j in jobs] == ["clip_seg.mp4", "clip-2_seg.mp4", "cam_seg.mp4"]
+    globbed, batch = expand_inputs([str(tmp_path / "*" / "clip.mp4")])
+    assert batch and len(globbed) == 2
+
+
+def test_quickstart_twice_does_not_collide(tmp_path, monkeypatch):
+    clip = make_video(tmp_path / "bikes.mp4", 32, 32, 2, fps=10)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        r = CliRunner().invoke(cli, ["run", str(clip), *RANDOM])
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.glob("bikes_seg*.mp4")) == ["bikes_seg-2.mp4", "bikes_seg.mp4"]
+    # An output the user names is still never replaced without --overwrite.
+    r = CliRunner().invoke(cli, ["run", str(clip), "-o", "bikes_seg.mp4", *RANDOM])
+    assert r.exit_code == 2 and "--overwrite" in r.stderr
+
+
+def _overlay(tmp_path: Path, *extra: str) -> np.ndarray:
+    clip = make_video(tmp_path / "c.mp4", 192, 128, 2, fps=10)
+    out = tmp_path / f"o{len(list(tmp_path.glob('o*.mp4')))}.mp4"
+    r = CliRunner().invoke(cli, ["run", str(clip), "-o", str(out), "--opacity", "0", *RANDOM, *extra])
+    assert r.exit_code == 0, r.output
+    return next(iter(FrameReader(out)))[1], next(iter(FrameReader(clip)))[1]
+
+
+def test_legend_on_the_decoded_overlay_and_not_with_no_legend(tmp_path):
+    """Opacity 0: the overlay is the frame itself, except where the legend is drawn."""
+    with_legend, src = _overlay(tmp_path)
+    without, _ = _overlay(tmp_path, "--no-legend")
+    x0, y0, _, row, _, swatch = legend_box(128, 192, 1)
+    corner = (slice(y0, y0 + row), slice(x0, x0 + 60))
+    diff = np.abs(with_legend.astype(int) - src.astype(int))
+    assert diff[corner].mean() > 20  # the legend box (darkened, swatch, text) is there
+    assert diff[64:, 96:].max() <= 12  # elsewhere: the frame (H.264 rounding only)
+    assert np.abs(without.astype(int) - src.astype(int))[corner].max() <= 12

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +228,57 @@ def test_api_load_gives_a_video_segmenter_over_a_predictor():
     frame = np.zeros((40, 56, 3), np.uint8)
     (labels,) = seg.segment_frames([frame])
     assert labels.shape == (40, 56) and labels.dtype == np.uint8 and labels.max() < 11
+
+
+CAMVID_VAL = Path("/work/shared/data/camvid/val")
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+@pytest.mark.skipif(not CAMVID_VAL.is_dir(), reason="needs the shared CamVid data (/work/shared/data/camvid)")
+@pytest.mark.parametrize("checkpoint", ["effl0-camvid.safetensors", "mrcfa-effl0-camvid.safetensors"])
+def test_bf16_autocast_takes_effect_in_step_and_step_many(checkpoint):
+    """A non-fp32 precision really runs in it (issue 12 item 14c): the convolutions' outputs are
+    bfloat16 under --precision bf16 (float32 under fp32) in both `step` and `step_many`, and the
+    labels on real CamVid frames agree with fp32's on >= 97 % of pixels (measured at size 160 on these
+    three val frames: 99.5-99.8 %, both checkpoints, step and step_many alike).
+    A Predictor that silently dropped autocast would see float32 here and fail."""
+    import cv2
+
+    from vsegcli import api
+
+    if not (WEIGHTS / checkpoint).is_file():
+        pytest.skip(f"shipped checkpoint {checkpoint} not in this checkout")
+    paths = sorted(CAMVID_VAL.glob("*.png"))[:3] or sorted(CAMVID_VAL.glob("*.jpg"))[:3]
+    images = [np.ascontiguousarray(cv2.imread(str(p))[:, :, ::-1]) for p in paths]
+    out: dict[str, dict[str, list]] = {}
+    for precision in ("fp32", "bf16"):
+        pred = api.load(checkpoint=WEIGHTS / checkpoint, device="cpu", precision=precision, size=160).predictor
+        dtypes: list[torch.dtype] = []
+
+        def hook(module, args, output):
+            dtypes.append(output.dtype)  # `dtypes` is rebound between step and step_many
+
+        convs = [m for m in pred.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        handles = [m.register_forward_hook(hook) for m in convs]
+        try:
+            session = pred.new_session()
+            stepped = [pred.step(session, pred.upload(f)).numpy() for f in images]
+            step_dtypes, dtypes = dtypes, []
+            session = pred.new_session()
+            batched = [t.numpy() for t in pred.step_many(session, [pred.upload(f) for f in images])]
+            many_dtypes = dtypes
+        finally:
+            for h in handles:
+                h.remove()
+        for seen in (step_dtypes, many_dtypes):
+            assert seen, "no convolution ran"
+            if precision == "fp32":
+                assert set(seen) == {torch.float32}
+            else:  # parts that must stay fp32 (e.g. affinities) may opt out; the bulk must not
+                assert seen.count(torch.bfloat16) >= 0.8 * len(seen), (checkpoint, set(seen))
+        out[precision] = {"step": stepped, "many": batched}
+    for path in ("step", "many"):
+        for a, b in zip(out["fp32"][path], out["bf16"][path]):
+            assert a.shape == b.shape and a.dtype == np.uint8
+            agree = float((a == b).mean())
+            assert agree >= 0.97, (checkpoint, path, agree)

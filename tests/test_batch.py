@@ -113,3 +113,31 @@ def test_legend_on_the_decoded_overlay_and_not_with_no_legend(tmp_path):
     assert diff[corner].mean() > 20  # the legend box (darkened, swatch, text) is there
     assert diff[64:, 96:].max() <= 12  # elsewhere: the frame (H.264 rounding only)
     assert np.abs(without.astype(int) - src.astype(int))[corner].max() <= 12
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_what_one_does(tmp_path):
+    """torchrun --nproc_per_node 2 (CPU, gloo): the inputs are split, the label PNGs equal one
+    process's, and rank 0's manifest lists every input with the rank that ran it."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        make_video(src / f"c{i}.mp4", 64, 48, 3, fps=10)
+    common = [str(src), *RANDOM, "--no-legend", "--quiet", "--threads", "1"]
+    one = CliRunner().invoke(cli, ["run", *common, "-o", str(tmp_path / "o1"), "--no-video",
+                                   "--labels-dir", str(tmp_path / "o1" / "lab")])
+    assert one.exit_code == 0, one.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["torchrun", "--nproc_per_node", "2", "-m", "vsegcli", "run", *common,
+                        "-o", str(tmp_path / "o2"), "--no-video", "--labels-dir", str(tmp_path / "o2" / "lab")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for i in range(4):
+        a = sorted((tmp_path / "o1" / "lab" / f"c{i}").glob("*.png"))
+        b = sorted((tmp_path / "o2" / "lab" / f"c{i}").glob("*.png"))
+        assert [p.name for p in a] == [p.name for p in b] and len(a) == 3
+        assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
+    entries = read_manifest(tmp_path / "o2" / MANIFEST_NAME)
+    assert [e["status"] for e in entries] == ["ok"] * 4 and {e["rank"] for e in entries} == {0, 1}

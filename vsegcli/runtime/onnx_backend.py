@@ -1,0 +1,381 @@
+"""Execution backends for a model's per-frame part: torch (default) or ONNX Runtime (CPU).
+
+Why: on a 2-core CPU the shipped effl0 at 288x640 takes 26 ms per frame in torch eager and
+~15 ms in ONNX Runtime on the same graph (docs/PERFORMANCE.md, "CPU runtimes"); ORT's static int8
+is ~2x faster again. Torch-side fixes were measured too (channels-last, jit freeze +
+optimize_for_inference, inductor) and did not close the gap.
+
+What runs where: only the per-frame part is exported, so streaming semantics stay in torch and
+every Session works unchanged:
+
+    per-frame model (effl0, segformer-*, ...)  forward_frame          -> ORT
+    STT families                              features (backbone+decoder fuse) -> ORT; STT + head torch
+    MRCFA families                            encode (backbone + fuse, c2/c3/c4) -> ORT; affinities torch
+
+`OrtBackend.model` is a shallow copy of the torch model whose per-frame method is the ORT call;
+the copy shares every other module (STT, MRCFA head) with the original.
+
+Graphs are exported once per checkpoint and input size (torch.onnx.export, opset 17, batch
+dynamic) and cached in $VSEG_CACHE_DIR/onnx (default ~/.cache/vseg/onnx) under a key of the weights'
+hash, the architecture, the part, the input size, the precision and the torch/ORT versions; written atomically.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vsegcli.errors import VsegError
+from vsegcli.io.fsutil import atomic_path
+from vsegcli.models.base import Segmentor, Session
+
+RUNTIMES = ("torch", "onnxruntime", "auto")
+OPSET = 17
+# Nodes kept in fp32 by the int8 recipe (regexes over the exported node names, which follow the
+# module path: /backbone/_conv_stem/Conv, /lateral.0/conv/Conv, /cls/Conv): the stem sees raw
+# normalised pixels; everything after the backbone (decoder, classifier) decides the argmax margins.
+INT8_KEEP_FP32 = (r"^/backbone/_conv_stem/", r"^/(?!backbone/)")
+CALIBRATION_ENV = "VSEG_CALIBRATION_FRAMES"
+
+
+def ort_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 dot products on this CPU (AVX512-BF16 or AMX), as oneDNN sees it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def exported_part(model: Segmentor) -> str | None:
+    """Which method of `model` runs per frame and can be exported: "frame", "features", "encode" or None."""
+    from vsegcli.models.mrcfa import MRCFA
+    from vsegcli.models.stt import STTMixin
+
+    if isinstance(model, STTMixin):
+        return "features"
+    if isinstance(model, MRCFA):
+        return "encode"
+    if not getattr(model, "temporal", False):
+        return "frame"
+    return None
+
+
+class _Part(nn.Module):
+    """The exported method as a module (torch.onnx.export traces `forward`)."""
+
+    def __init__(self, model: Segmentor, part: str) -> None:
+        super().__init__()
+        self.model = model
+        self.part = part
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.part == "frame":
+            return self.model.forward_frame(x)
+        if self.part == "features":
+            return self.model.features(x)
+        return tuple(self.model.encode(x))
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("VSEG_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vseg"
+    return base / "onnx"
+
+
+def weights_hash(model: nn.Module) -> str:
+    """sha256 over every parameter and buffer (names, shapes, bytes): the cache key's identity."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def cache_key(model: Segmentor, part: str, precision: str, extra: str = "") -> str:
+    import onnxruntime as ort
+
+    fields = dict(arch=model.arch_name or type(model).__name__, options=model.arch_options, part=part,
+                  precision=precision, weights=weights_hash(model), opset=OPSET, torch=torch.__version__,
+                  ort=ort.__version__, extra=extra)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    arch = re.sub(r"[^A-Za-z0-9_.-]", "_", str(fields["arch"]))
+    return f"{arch}-{part}-{precision}-{digest}"
+
+
+def export_onnx(model: Segmentor, part: str, path: Path, size: tuple[int, int]) -> Path:
+    """torch.onnx.export of `part` at input size (h, w) (opset 17, batch dynamic), atomically to `path`."""
+    import onnx
+
+    wrapper = _Part(model, part).eval()
+    x = torch.zeros(1, 3, *size)
+    with torch.no_grad():
+        outs = wrapper(x)
+    n_out = len(outs) if isinstance(outs, tuple) else 1
+    out_names = [f"out{i}" for i in range(n_out)]
+    axes = {name: {0: "batch"} for name in ["images", *out_names]}
+    with atomic_path(path) as tmp:
+        with torch.no_grad():
+            torch.onnx.export(wrapper, (x,), str(tmp), input_names=["images"], output_names=out_names,
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        onnx.checker.check_model(str(tmp))
+    return path
+
+
+def int8_nodes_to_exclude(onnx_path: Path, keep_fp32: Sequence[str]) -> list[str]:
+    """Names of the nodes matching one of the regexes `keep_fp32` (the legacy exporter names nodes
+    after their module path, e.g. /backbone/_conv_stem/Conv)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    return [n.name for n in graph.node if any(re.search(p, n.name) for p in keep_fp32)]
+
+
+class _Calibration:
+    """ORT CalibrationDataReader over a list of prepared (1, 3, h, w) float32 arrays."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self._it = iter(arrays)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        a = next(self._it, None)
+        return None if a is None else {"images": a}
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray],
+                  keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> Path:
+    """Static QDQ int8: per-channel weights, uint8 activations from MinMax calibration on the given
+    prepared frames; nodes named under `keep_fp32` stay fp32."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with atomic_path(out_path) as tmp:
+        pre = Path(str(tmp) + ".pre.onnx")
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(tmp), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=int8_nodes_to_exclude(pre, keep_fp32))
+        finally:
+            pre.unlink(missing_ok=True)
+            Path(str(pre) + ".data").unlink(missing_ok=True)
+    return out_path
+
+
+def calibration_images(source: str | Path | None, count: int = 32) -> list[Path]:
+    """`count` images spread evenly over a folder of training frames (sorted by name)."""
+    source = source or os.environ.get(CALIBRATION_ENV)
+    if not source:
+        raise VsegError(f"int8 is calibrated once per checkpoint on training frames: set {CALIBRATION_ENV} "
+                        "to a folder of training images (e.g. camvid/train)")
+    folder = Path(source)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) \
+        if folder.is_dir() else []
+    if not files:
+        raise VsegError(f"{folder}: no .png/.jpg training frames to calibrate int8 with")
+    step = max(1, len(files) // count)
+    return files[::step][:count]
+
+
+def session_options(threads: int | None = None) -> Any:
+    """ORT options: intra-op threads = torch's, one inter-op thread, and no spin-waiting (spinning
+    workers collapse when other processes want the cores)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or torch.get_num_threads())
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return so
+
+
+@dataclass
+class TorchBackend:
+    """The model as it is (eager torch)."""
+
+    model: Segmentor
+    name: str = "torch"
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": self.name}
+
+
+class OrtBackend:
+    """The model with its per-frame part run by an ONNX Runtime CPU session (see the module doc).
+
+    One graph per input size (the exported padding and resizes are traced at that size), built
+    on the first frame of that size and cached on disk; the batch dimension stays dynamic."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: Segmentor, precision: str = "fp32", mean: Sequence[float] = (0.0, 0.0, 0.0),
+                 std: Sequence[float] = (1.0, 1.0, 1.0), calibration: str | Path | None = None,
+                 threads: int | None = None, keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> None:
+        if not ort_available():
+            raise VsegError('--runtime onnxruntime needs ONNX Runtime: pip install "vseg[onnx]"')
+        part = exported_part(model)
+        if part is None:
+            raise VsegError(f"{model.arch_name or type(model).__name__}: no per-frame part to run in ONNX Runtime; "
+                            "use --runtime torch")
+        if precision not in ("fp32", "int8"):
+            raise VsegError(f"--runtime onnxruntime runs fp32 or int8, not {precision}")
+        if precision == "int8" and calibration is None:
+            calibration_images(calibration)  # no frames to calibrate with: say so before the first frame
+        self.part, self.precision, self.torch_model = part, precision, model
+        self.mean, self.std = list(mean), list(std)
+        self.calibration, self.threads, self.keep_fp32 = calibration, threads, tuple(keep_fp32)
+        self.sessions: dict[tuple[int, int], Any] = {}
+        self.paths: dict[tuple[int, int], Path] = {}
+        self.model = _with_ort_part(model, part, self._run)
+
+    def graph_path(self, size: tuple[int, int]) -> Path:
+        """The cached graph for input size (h, w), exported (and quantised) if not there yet."""
+        model, part = self.torch_model, self.part
+        tag = f"{size[0]}x{size[1]}"
+        fp32_path = cache_dir() / f"{cache_key(model, part, 'fp32', tag)}.onnx"
+        if not fp32_path.is_file():
+            export_onnx(model, part, fp32_path, size)
+        if self.precision != "int8":
+            return fp32_path
+        files = calibration_images(self.calibration)
+        extra = f"{tag};{','.join(self.keep_fp32)};{[p.name for p in files]}"
+        path = cache_dir() / f"{cache_key(model, part, 'int8', extra)}.onnx"
+        if not path.is_file():
+            arrays = [self._prepare(_read_rgb(p), size) for p in files]
+            quantize_int8(fp32_path, path, arrays, self.keep_fp32)
+        return path
+
+    def _prepare(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        import torch.nn.functional as F
+
+        from vsegcli.runtime.predictor import normalise_pixels
+
+        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float()
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return normalise_pixels(x, self.mean, self.std).numpy()
+
+    def session_for(self, size: tuple[int, int]) -> Any:
+        if size not in self.sessions:
+            import onnxruntime as ort
+
+            path = self.graph_path(size)
+            self.paths[size] = path
+            self.sessions[size] = ort.InferenceSession(str(path), session_options(self.threads),
+                                                       providers=["CPUExecutionProvider"])
+        return self.sessions[size]
+
+    def _run(self, x: torch.Tensor) -> Any:
+        session = self.session_for((int(x.shape[-2]), int(x.shape[-1])))
+        outs = session.run(None, {"images": x.detach().float().contiguous().cpu().numpy()})
+        tensors = [torch.from_numpy(o) for o in outs]
+        if self.part == "encode":
+            from vsegcli.models.mrcfa import FrameFeatures
+
+            return FrameFeatures(*tensors)
+        return tensors[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": self.name, "part": self.part, "onnx": [str(p) for p in self.paths.values()]}
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise VsegError(f"{path}: not a readable image")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _with_ort_part(model: Segmentor, part: str, run: Callable[[torch.Tensor], Any]) -> Segmentor:
+    """A shallow copy of `model` (shares all modules and weights) whose per-frame method is `run`."""
+    proxy = copy.copy(model)
+    name = {"frame": "forward_frame", "features": "features", "encode": "encode"}[part]
+    object.__setattr__(proxy, name, run)
+    return proxy
+
+
+def runtime_supported(model: Segmentor) -> bool:
+    return ort_available() and exported_part(model) is not None
+
+
+def resolve_runtime(runtime: str, model: Segmentor, device: torch.device, precision: str) -> str:
+    """"auto" -> onnxruntime when installed, on CPU, the model has an exportable per-frame part and
+    the precision is one ORT runs (fp32, int8); else torch. Explicit choices are checked."""
+    runtime = runtime.lower()
+    if runtime not in RUNTIMES:
+        raise VsegError(f"unknown runtime {runtime!r}: use torch, onnxruntime or auto")
+    if runtime == "auto":
+        if device.type == "cpu" and precision in ("fp32", "int8") and runtime_supported(model):
+            return "onnxruntime"
+        return "torch"
+    if runtime == "onnxruntime" and device.type != "cpu":
+        raise VsegError("--runtime onnxruntime runs on the CPU; use --runtime torch on a GPU")
+    return runtime
+
+
+def describe_precisions(validated: Iterable[str]) -> str:
+    return ", ".join(validated)
+
+
+def make_backend(runtime: str, model: Segmentor, device: torch.device, precision: str,
+                 mean: Sequence[float], std: Sequence[float], calibration: str | Path | None = None
+                 ) -> TorchBackend | OrtBackend:
+    """The backend a Predictor runs its model through (`resolve_runtime` decides "auto")."""
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise VsegError("bf16 on CPU needs native bf16 (AVX512-BF16 or AMX), which this CPU lacks; "
+                        "use --precision fp32")
+    chosen = resolve_runtime(runtime, model, device, precision)
+    if precision == "int8" and chosen != "onnxruntime":
+        raise VsegError('--precision int8 runs in ONNX Runtime on the CPU: pip install "vseg[onnx]" and use '
+                        "--runtime onnxruntime (or auto) with --device cpu")
+    if chosen == "onnxruntime":
+        return OrtBackend(model, precision, mean, std, calibration=calibration)
+    return TorchBackend(model)
+
+
+# CamVid val mIoU of each shipped model by precision on CPU (docs/PERFORMANCE.md, "Precisions"):
+# a lossy precision is offered for an architecture only when it stays within MAX_MIOU_DROP of fp32.
+MAX_MIOU_DROP = 0.5
+MEASURED_MIOU: dict[str, dict[str, float]] = {}
+
+
+def check_precision(architecture: str, precision: str, device: torch.device) -> None:
+    """Refuse int8 (anywhere) and bf16 on CPU for an architecture whose measured CamVid val mIoU in
+    that precision fell more than MAX_MIOU_DROP below fp32, or (int8) was never measured."""
+    if precision not in ("int8", "bf16") or (precision == "bf16" and device.type != "cpu"):
+        return
+    scores = MEASURED_MIOU.get(architecture, {})
+    if precision in scores and "fp32" in scores:
+        drop = scores["fp32"] - scores[precision]
+        if drop > MAX_MIOU_DROP:
+            raise VsegError(f"--precision {precision} is not offered for {architecture}: CamVid val mIoU "
+                            f"{scores[precision]:.2f} vs {scores['fp32']:.2f} in fp32 (more than {MAX_MIOU_DROP} "
+                            "lower); use --precision fp32")
+    elif precision == "int8":
+        measured = ", ".join(a for a, s in MEASURED_MIOU.items()
+                             if "int8" in s and s["fp32"] - s["int8"] <= MAX_MIOU_DROP) or "none"
+        raise VsegError(f"--precision int8 was not validated for {architecture} (accuracy unmeasured); "
+                        f"validated: {measured}. Use --precision fp32")

@@ -141,3 +141,27 @@ def test_torchrun_two_processes_write_what_one_does(tmp_path):
         assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
     entries = read_manifest(tmp_path / "o2" / MANIFEST_NAME)
     assert [e["status"] for e in entries] == ["ok"] * 4 and {e["rank"] for e in entries} == {0, 1}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_stats_match_the_label_pngs(tmp_path, suffix):
+    import cv2
+
+    from vsegcli.runtime.stats import read_stats
+
+    clip = make_video(tmp_path / "c.mp4", 64, 48, 2, fps=10)
+    stats, labels = tmp_path / f"s{suffix}", tmp_path / "lab"
+    r = CliRunner().invoke(cli, ["run", str(clip), "--no-video", "--labels-dir", str(labels), "--stats", str(stats),
+                                 *RANDOM])
+    assert r.exit_code == 0, r.output
+    rows = read_stats(stats)
+    assert [row["frame"] for row in rows] == [0, 1] and [row["time"] for row in rows] == [0.0, 0.1]
+    from vsegcli.data.labels import get_label_set
+
+    names = get_label_set("cityscapes").classes
+    for row in rows:
+        lab = cv2.imread(str(labels / f"{row['frame']:06d}.png"), cv2.IMREAD_UNCHANGED)
+        counts = np.bincount(lab.reshape(-1), minlength=len(names))
+        expect = {names[i]: counts[i] / lab.size for i in np.flatnonzero(counts)}
+        assert row["shares"].keys() == expect.keys()
+        assert all(abs(row["shares"][k] - v) < 1e-5 for k, v in expect.items())

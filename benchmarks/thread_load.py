@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=120.0, help="bound on each run (a run that takes longer counts as frames/max-seconds fps) and on the load")
     ap.add_argument("--json", dest="json_out", help="write every measurement here")
     args = ap.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so the load and the run in progress are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
     for n in names:
         if n not in POLICIES:

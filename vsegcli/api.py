@@ -408,6 +408,8 @@ def load(
     frame_batch: int = 1,
     fold_bn: bool = True,
     shot_reset: bool = True,
+    runtime: str = "torch",
+    calibration: str | Path | None = None,
 ) -> VideoSegmenter:
     """Load a checkpoint (any supported layout), or build `model` with random weights, onto a device.
 
@@ -422,6 +424,11 @@ def load(
     (`vsegcli.metrics.shots`; attending to another shot's features is wrong); False keeps them.
     The first load in a process also keeps freed host memory in the process (`vsegcli.io.hostmem`;
     set VSEG_HOST_ALLOCATOR=system before it to keep the C library's behaviour).
+    `runtime`: who runs the per-frame part on CPU — "torch", "onnxruntime" (the `vseg[onnx]`
+    extra) or "auto" (ONNX Runtime when installed and the model is supported);
+    `precision` "int8" (ONNX Runtime, calibrated once on `calibration` or $VSEG_CALIBRATION_FRAMES)
+    and CPU "bf16" are offered only for architectures whose accuracy was measured to hold
+    (`vsegcli.runtime.onnx_backend.check_precision`).
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint
     from vsegcli.checkpoints.hub import resolve_checkpoint
@@ -453,9 +460,13 @@ def load(
     info.temporal = get_architecture(info.architecture).temporal
     if fold_bn:
         fold_batchnorm(net.eval())
+    from vsegcli.runtime.onnx_backend import check_precision
+
+    check_precision(info.architecture, precision, dev)
     predictor = Predictor(
         net, meta.mean, meta.std, Palette.from_list(meta.palette), dev, precision,
         size=size if size is not None else meta.input_size, classes=list(meta.classes),
+        runtime=runtime, calibration=None if calibration is None else str(calibration),
     )
     predictor.frame_batch = int(frame_batch)
     predictor.shot_reset = bool(shot_reset)

@@ -22,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Every command and group: -h as well as --help; help wraps at 100 columns.
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 def device_option(help: str = "auto, cpu, cuda or cuda:N.") -> Callable[[F], F]:
@@ -41,9 +41,21 @@ def device_for(device: str, gpu: int | None) -> str:
 
 
 def precision_option() -> Callable[[F], F]:
-    """`--precision fp32|fp16|bf16` (one value, default fp32) for inference commands."""
+    """`--precision fp32|fp16|bf16|int8` (one value, default fp32) for inference commands."""
     return click.option("--precision", type=click.Choice(list(PRECISIONS), case_sensitive=False), default="fp32",
-                        show_default=True)
+                        show_default=True,
+                        help="fp16: GPUs. bf16: GPUs, or CPUs with AVX512-BF16/AMX. int8: CPU via ONNX Runtime, "
+                             "calibrated once on $VSEG_CALIBRATION_FRAMES; offered only for models whose "
+                             "accuracy was measured to hold (docs/PERFORMANCE.md).")
+
+
+def runtime_option() -> Callable[[F], F]:
+    """`--runtime torch|onnxruntime|auto` (who runs the model's per-frame part)."""
+    return click.option("--runtime", type=click.Choice(["torch", "onnxruntime", "auto"], case_sensitive=False),
+                        default="torch", show_default=True,
+                        help="Who runs the per-frame part (backbone + decoder) on CPU: torch, onnxruntime "
+                             "(pip install \"vseg[onnx]\"; ~1.7x faster) or auto (onnxruntime when installed "
+                             "and the model is supported, else torch). Temporal modules stay in torch.")
 
 
 def threads_option() -> Callable[[F], F]:

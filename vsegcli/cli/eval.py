@@ -9,7 +9,7 @@ import click
 
 from vsegcli.cli._options import (
     CONTEXT, device_for, device_option, echo_json, emit_json, fast_math_option, gpu_option, invoked_command_line,
-    precision_option, quiet_option, threads_option,
+    precision_option, quiet_option, runtime_option, threads_option,
 )
 from vsegcli.data.datasets import DATASETS
 from vsegcli.errors import VsegError
@@ -75,6 +75,7 @@ def _check_data(dataset: str, data_root: Path | None, split: str) -> None:
 @device_option("auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK).")
 @gpu_option()
 @precision_option()
+@runtime_option()
 @click.option("--size", type=click.IntRange(min=32),
               help="Inference short side. Default: the checkpoint's; VSPW: the official fit-into-853x480 rule.")
 @click.option("--tc", is_flag=True, help="Also measure temporal consistency (optical-flow warped, per sequence).")
@@ -92,7 +93,7 @@ def _check_data(dataset: str, data_root: Path | None, split: str) -> None:
 @fast_math_option()
 @quiet_option("No progress bar or notes on stderr.")
 def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, model: str | None, device: str,
-             gpu: int | None, precision: str, size: int | None, tc: bool, shot_reset: bool, mvc: bool | None,
+             gpu: int | None, precision: str, runtime: str, size: int | None, tc: bool, shot_reset: bool, mvc: bool | None,
              save_predictions: Path | None, max_sequences: int | None, max_frames: int | None,
              json_path: Path | None, threads: int | None, fast_math: bool, quiet: bool) -> None:
     """Score a model on CamVid, Cityscapes or VSPW the way the papers do.
@@ -138,7 +139,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
             warnings.simplefilter("always")
             warnings.showwarning = note  # one readable line instead of Python's file:line form
             seg = load_for_dataset(dataset, checkpoint=checkpoint, model=model, device=device,
-                                   precision=precision, size=size)
+                                   precision=precision, size=size, runtime=runtime)
             seg.predictor.shot_reset = shot_reset
             if seg.info.random_init:
                 note(f"random weights ({seg.info.architecture}): a pipeline check, the scores mean nothing")
@@ -161,7 +162,8 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
         if not lead:
             return
         result["command"] = invoked_command_line()
-        result["model"] = {**(result.get("model") or {}), "precision": precision, "size": size}
+        result["model"] = {**(result.get("model") or {}), "precision": precision, "size": size,
+                           "runtime": seg.predictor.runtime}
         result["threads"] = thread_report()
         result["cuda_math"] = cuda_math_state() if device.type == "cuda" else None
         to_stdout_json = json_path is not None and str(json_path) == "-"

@@ -9,7 +9,7 @@ import click
 from vsegcli import __version__
 from vsegcli.cli._options import (
     CONTEXT, device_for, device_option, echo_json, fast_math_option, gpu_option, json_flag, precision_option,
-    quiet_option, threads_option,
+    quiet_option, runtime_option, threads_option,
 )
 from vsegcli.errors import VsegError
 from vsegcli.io.outputs import plan_outputs
@@ -72,6 +72,7 @@ def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None,
 @device_option()
 @gpu_option()
 @precision_option()
+@runtime_option()
 @click.option("--size", type=click.IntRange(min=32), help="Inference short side in pixels. Default: the checkpoint's, else native.")
 @click.option("--labels-dir", type=click.Path(path_type=Path), help="Write one label PNG per frame (uint8 class index), named by frame index.")
 @click.option("--color-labels", is_flag=True, help="Label PNGs as RGB colour maps instead of class indices.")
@@ -112,7 +113,7 @@ def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None,
 @quiet_option("No progress or summary on stderr.")
 @json_flag("Print a machine-readable summary on stdout.")
 def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, model: str | None, device: str,
-        gpu: int | None, precision: str, size: int | None, labels_dir: Path | None, color_labels: bool,
+        gpu: int | None, precision: str, runtime: str, size: int | None, labels_dir: Path | None, color_labels: bool,
         report: Path | None, opacity: float, no_video: bool, start: int, max_frames: int | None, stride: int,
         frame_batch: int, shot_reset: bool, hwaccel: str, overwrite: bool, skip_existing: bool, no_legend: bool, classes: str | None,
         palette: str | None, stats: Path | None, duration: float | None, read_timeout: float, reconnect: bool, threads: int | None, fast_math: bool, quiet: bool,
@@ -172,7 +173,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
 
     set_threads(threads)
     seg = api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size,
-                   frame_batch=frame_batch, shot_reset=shot_reset)
+                   frame_batch=frame_batch, shot_reset=shot_reset, runtime=runtime)
     if palette is not None:
         seg.set_palette(palette)
     cuda = seg.predictor.device.type == "cuda"
@@ -247,6 +248,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
             "model": seg.info.to_dict(),
             "device": str(seg.predictor.device),
             "precision": precision,
+            "runtime": seg.predictor.runtime,
             "frame_batch": frame_batch,
             "shot_reset": shot_reset,
             "threads": thread_report(),

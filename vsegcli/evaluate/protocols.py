@@ -163,6 +163,7 @@ def load_for_dataset(
     precision: str = "fp32",
     size: int | None = None,
     seed: int = 0,
+    runtime: str = "torch",
 ) -> VideoSegmenter:
     """`api.load` for evaluation: with `model` alone (random weights, a pipeline check) the model is
     built with the dataset's classes (`api.load` would build Cityscapes' 19)."""
@@ -174,6 +175,7 @@ def load_for_dataset(
         if checkpoint is None:
             raise VsegError("give --checkpoint FILE to evaluate (or --model NAME for random weights, a pipeline check)")
     if checkpoint is not None:
-        return api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size)
+        return api.load(checkpoint=checkpoint, model=model, device=device, precision=precision, size=size,
+                        runtime=runtime)
     return api.load(model=model, device=device, precision=precision, size=size, seed=seed,
-                    label_set=dataset_label_set(key).name)
+                    label_set=dataset_label_set(key).name, runtime=runtime)

@@ -84,11 +84,15 @@ class Predictor:
         precision: str = "fp32",
         size: int | None = None,
         classes: list[str] | None = None,
+        runtime: str = "torch",
+        calibration: str | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise VsegError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
+        from vsegcli.runtime.onnx_backend import make_backend
+
+        if precision not in PRECISIONS and precision != "int8":
+            raise VsegError(f"unknown precision {precision!r}: use fp32, fp16, bf16 or int8")
         if precision == "fp16" and device.type == "cpu":
-            raise VsegError("fp16 is for GPUs; on CPU use --precision fp32 or bf16")
+            raise VsegError("fp16 is for GPUs; on CPU use --precision fp32, bf16 or int8")
         configure_host_allocator()  # steady frames reuse freed host memory instead of page-faulting it
         self.model = model.to(device).eval()
         self.device = device
@@ -98,6 +102,9 @@ class Predictor:
         self.classes = classes or [f"class_{i}" for i in range(model.num_classes)]
         self.mean = channel_stat(mean, device)
         self.std = channel_stat(std, device)
+        # Who runs the per-frame part (`runtime.onnx_backend`): torch, or ONNX Runtime on CPU.
+        self.backend = make_backend(runtime, self.model, device, precision, mean, std, calibration)
+        self.runtime = self.backend.name
         self.resize_rule: ResizeRule | None = None
         # Frames per model call in `stream` (micro-batching; temporal steps stay in frame order).
         self.frame_batch = 1
@@ -127,7 +134,7 @@ class Predictor:
         return self.model.num_classes
 
     def new_session(self) -> Session:
-        return self.model.new_session()
+        return self.backend.model.new_session()
 
     def upload(self, frame: np.ndarray) -> torch.Tensor:
         """A uint8 frame on the device. CUDA: staged in pinned memory (torch's caching host
@@ -156,7 +163,7 @@ class Predictor:
     def step(self, session: Session, frame: torch.Tensor) -> torch.Tensor:
         """One frame through the session: (H, W, 3) uint8 on device -> (H, W) uint8 labels on device."""
         x = self.prepare(frame)
-        dtype = PRECISIONS[self.precision]
+        dtype = PRECISIONS.get(self.precision, torch.float32)  # int8 lives in the ORT graph
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = session.step(x)
         return logits_to_labels(logits, frame.shape[:2])[0]
@@ -168,7 +175,7 @@ class Predictor:
         if len(frames) == 1:
             return [self.step(session, frames[0])]
         x = torch.cat([self.prepare(f) for f in frames])
-        dtype = PRECISIONS[self.precision]
+        dtype = PRECISIONS.get(self.precision, torch.float32)  # int8 lives in the ORT graph
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = session.step_many(x)
         # One video: every frame has the same size, so the upsampling runs batched too.

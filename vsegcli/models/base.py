@@ -35,6 +35,8 @@ class Segmentor(nn.Module):
     # frame's own labels (MRCFA), so training clips load the earlier frames' labels too.
     trains_on_clip_labels: ClassVar[bool] = False
     aux_weight: ClassVar[float] = 0.0  # loss weight of each of `aux_logits` (PSPNet, BiSeNet)
+    # Probability that a fixed-offset training clip runs backwards in time (MRCFA: 0.5, official).
+    train_reverse_prob: ClassVar[float] = 0.0
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -60,6 +62,11 @@ class Segmentor(nn.Module):
         """Frames a session must have stepped before a step costs what steady state costs."""
         return self.history
 
+    def training_only_keys(self) -> frozenset[str]:
+        """State-dict keys inference never reads (MRCFA's deco1..3 and the official head's unused
+        conv_seg): a checkpoint without them still loads (`start_new_parts` then sets them)."""
+        return frozenset()
+
     def start_new_parts(self, new_keys: Sequence[str]) -> str | None:
         """After a checkpoint of another architecture was loaded by matching names, `new_keys`
         were left as initialised: set them so the model starts where the checkpoint was, if the
@@ -69,7 +76,8 @@ class Segmentor(nn.Module):
     def forward_train(self, frames: torch.Tensor) -> dict[str, Any]:
         """The training forward of a clip (B, T, 3, H, W), target last: {"logits": the target's
         logits, "aux": [(aux logits, loss weight)] of the target, "frame_logits": per-frame logits
-        of every clip frame (B*T, K, h, w) or None, "frame_weight": their loss weight}."""
+        of every clip frame (B*T, K, h, w) or None, "frame_weight": their loss weight, and
+        optionally "main_weight": the target logits' loss weight (default 1)}."""
         logits = self.forward_clip(frames)
         aux = [(a, float(self.aux_weight)) for a in self.aux_logits] if self.aux_weight else []
         return {"logits": logits, "aux": aux, "frame_logits": None, "frame_weight": 0.0}

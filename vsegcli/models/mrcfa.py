@@ -9,8 +9,16 @@ The model splits into two parts so a streaming session can run each frame's expe
 * per target: `MRCFAHead.temporal(target, references)` -> logits at stride 4.
 
 Parameter names follow the official checkpoint (`decode_head.deco4.smalldecoder.1`,
-`decode_head.hypercorre_module.*`, `decode_head.sr2`, ...). The training-only `conv_seg` and
-`deco1..3` are not built; the checkpoint importer reports them as ignored.
+`decode_head.hypercorre_module.*`, `decode_head.sr2`, ...). The training-only parts are built too,
+so an official checkpoint loads with nothing dropped and fine-tuning starts where its authors
+stopped: `deco1..deco3` (each classifies one reference's aggregated feature; training loss only)
+and, in the official MiT head, the base class's never-used `conv_seg` (kept frozen). Inference
+never reads them (`training_only_keys`); a checkpoint without them (vseg's before they existed)
+still loads, with deco1..3 started as copies of deco4.
+
+Training (`forward_train`, the official objective): 0.5 x CE of the per-frame logits of all 4
+frames against their own labels + CE of the four outputs deco1(agg_1), deco2(agg_2), deco3(agg_3),
+deco4(mean_r agg_r + target) against the target's labels (one CE over the four, i.e. their mean).
 """
 from __future__ import annotations
 
@@ -36,6 +44,9 @@ from vsegcli.models.temporal.cross_frame_affinity import (
 
 MRCFA_DILATION = (-9, -6, -3)
 MRCFA_EMBED_DIM = 256  # decoder width of every official MRCFA config, B2/B5 included
+MRCFA_CONV_SEG_CHANNELS = 128  # `channels` of the official configs: the unused conv_seg's input
+# Keys inference never reads (`MRCFA.training_only_keys`).
+_TRAINING_ONLY = ("decode_head.conv_seg.", "decode_head.deco1.", "decode_head.deco2.", "decode_head.deco3.")
 # Official defaults by backbone: keep 80% of the reference tokens for B0, 50% otherwise; a
 # two-unit hypercorrelation pyramid for B1 only.
 _KEEP_RATIO_BY_VARIANT = {"b0": 0.8}
@@ -130,6 +141,10 @@ class CrossFrameAffinityMixin:
     def add_temporal(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float,
                      hpn_units: int, keep_ratio: float) -> None:
         _, c2, c3, _ = in_channels
+        # deco1..3: training-only (one reference each); deco4: the output.
+        self.deco1 = SmallDecoder(embed_dim, num_classes, dropout)
+        self.deco2 = SmallDecoder(embed_dim, num_classes, dropout)
+        self.deco3 = SmallDecoder(embed_dim, num_classes, dropout)
         self.deco4 = SmallDecoder(embed_dim, num_classes, dropout)
         self.hypercorre_module = HyperCorrelation(in_channels, hpn_units, keep_ratio)
         self.sr2 = nn.Conv2d(c2, c2, 4, stride=4)  # stride 8 -> 32
@@ -140,16 +155,25 @@ class CrossFrameAffinityMixin:
         """After loading a per-frame checkpoint: deco4 = the per-frame classifier and zero values,
         so the temporal output starts equal to the per-frame output (and training moves from there)."""
         cls = self.classifier()
-        self.deco4.smalldecoder[1].load_state_dict(cls.state_dict())
+        for deco in self.decoders():
+            deco.smalldecoder[1].load_state_dict(cls.state_dict())
         nn.init.zeros_(self.sr1_feat.weight)
         nn.init.zeros_(self.sr1_feat.bias)
+
+    def decoders(self) -> tuple[SmallDecoder, SmallDecoder, SmallDecoder, SmallDecoder]:
+        return self.deco1, self.deco2, self.deco3, self.deco4
+
+    def start_aux_from_deco4(self) -> None:
+        """deco1..3 absent from a checkpoint: start them as copies of the trained deco4."""
+        for deco in self.decoders()[:3]:
+            deco.load_state_dict(self.deco4.state_dict())
 
     def reference_features(self, f: FrameFeatures) -> ReferenceFeatures:
         keys = self.hypercorre_module.reference_keys(self.sr2(f.c2), self.sr3(f.c3), f.c4)
         return ReferenceFeatures(keys, self.sr1_feat(f.fused8).flatten(2).transpose(1, 2))
 
-    def temporal(self, target: FrameFeatures, refs: ReferenceFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        """Target logits (B, K, h, w) at the fused map's stride and the kept-token mask (B, R, N32)."""
+    def attention(self, target: FrameFeatures, refs: ReferenceFeatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Kept reference values (B, R, s, E), their attention (B, R, s, N8) and the kept-token mask."""
         aff = self.hypercorre_module(target.c2, target.c3, target.c4, refs.keys)
         logits = aff.logits  # (B, R, s, N8); on CPU a view of (B, N8, R, s) memory (token-major)
         if logits.stride(2) == 1:  # softmax along the contiguous axis, no transposing copy
@@ -158,9 +182,26 @@ class CrossFrameAffinityMixin:
             attn = logits.softmax(dim=2)  # over the kept tokens of each reference separately
         index = aff.index.unsqueeze(-1).expand(-1, -1, -1, refs.values.shape[-1])
         values = refs.values.gather(2, index)  # (B, R, s, E)
+        return values, attn, aff.mask
+
+    def temporal(self, target: FrameFeatures, refs: ReferenceFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target logits (B, K, h, w) at the fused map's stride and the kept-token mask (B, R, N32)."""
+        values, attn, mask = self.attention(target, refs)
         # In training deco4's dropout acts on the E-channel mix, so the mix must exist.
         out = (self.classify_direct if self.training else self.classify_mixed)(values, attn, target.fused8)
-        return resize(out, target.fused.shape[-2:]), aff.mask
+        return resize(out, target.fused.shape[-2:]), mask
+
+    def temporal_train(self, target: FrameFeatures, refs: ReferenceFeatures) -> list[torch.Tensor]:
+        """The official training outputs out1..out4 (B, K, h, w) at the fused map's stride:
+        deco_r(agg_r) for each of the 3 references (oldest first) and deco4(mean_r agg_r + target)."""
+        values, attn, _ = self.attention(target, refs)
+        b, r = values.shape[:2]
+        if r != 3:
+            raise ValueError(f"MRCFA trains on 3 references, got {r}")
+        agg = (values.transpose(-2, -1) @ attn).reshape(b, r, -1, *target.fused8.shape[-2:])
+        outs = [deco(agg[:, i]) for i, deco in enumerate(self.decoders()[:3])]
+        outs.append(self.deco4(agg.mean(dim=1) + target.fused8))
+        return [resize(o, target.fused.shape[-2:]) for o in outs]
 
     def classify_direct(self, values: torch.Tensor, attn: torch.Tensor, fused8: torch.Tensor) -> torch.Tensor:
         """deco4(mean_r(V_r^T·A_r) + fused8) as the official code computes it: values (B, R, s, E),
@@ -189,6 +230,9 @@ class MRCFAHead(CrossFrameAffinityMixin, SegFormerHead):
     def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
                  hpn_units: int = DEFAULT_HPN_UNITS, keep_ratio: float = DEFAULT_KEEP_RATIO) -> None:
         super().__init__(in_channels, embed_dim, num_classes, dropout)
+        # The official head's base class builds `conv_seg` (channels=128 -> K) and never uses it,
+        # not even in training; kept (frozen) only so official checkpoints load with nothing dropped.
+        self.conv_seg = nn.Conv2d(MRCFA_CONV_SEG_CHANNELS, num_classes, 1).requires_grad_(False)
         self.add_temporal(in_channels, embed_dim, num_classes, dropout, hpn_units, keep_ratio)
 
     def classifier(self) -> nn.Conv2d:
@@ -232,6 +276,7 @@ class MRCFA(Segmentor):
     fixed_offsets = True  # the references are exactly t + dilation
     trains_on_clip_labels = True  # every clip frame's per-frame logits are scored in training
     frame_loss_weight = MRCFA_FRAME_LOSS_WEIGHT
+    train_reverse_prob = 0.5  # official: the training video is reversed with p = 0.5
 
     backbone: nn.Module
     decode_head: MRCFAHead | MRCFALiteHead
@@ -297,20 +342,31 @@ class MRCFA(Segmentor):
         logits, mask = self.decode_head.temporal(target, refs)
         return MRCFAOutputs(logits, self.decode_head.classify(target.fused), mask)
 
+    def training_only_keys(self) -> frozenset[str]:
+        return frozenset(k for k in self.state_dict() if k.startswith(_TRAINING_ONLY))
+
     def start_new_parts(self, new_keys: Sequence[str]) -> str | None:
-        if not any(k.startswith("decode_head.deco4.") for k in new_keys):
-            return None
-        self.decode_head.start_from_per_frame()  # a per-frame checkpoint: start at its predictions
-        return "MRCFA: deco4 = the per-frame classifier, value projection zero (starts at the per-frame output)"
+        if any(k.startswith("decode_head.deco4.") for k in new_keys):
+            self.decode_head.start_from_per_frame()  # a per-frame checkpoint: start at its predictions
+            return ("MRCFA: deco1..deco4 = the per-frame classifier, value projection zero "
+                    "(starts at the per-frame output)")
+        if any(k.startswith(("decode_head.deco1.", "decode_head.deco2.", "decode_head.deco3.")) for k in new_keys):
+            self.decode_head.start_aux_from_deco4()
+            return "MRCFA: deco1..deco3 (training-only) start as copies of deco4"
+        return None
 
     def forward_train(self, frames: torch.Tensor) -> dict[str, Any]:
-        """The clip forward with one batched encode of all frames giving both the temporal output
-        and every frame's per-frame logits (no second backbone pass)."""
+        """The official training outputs from one batched encode of all frames (module docstring):
+        "logits" = deco4's output, "aux" = deco1..deco3's outputs, and every frame's per-frame logits.
+        With aux weight 1 (compute_loss) the target terms sum to 4 x the official mean over out1..4;
+        the aux weight 1/4 on all four (main included via `main_weight`) keeps the official scale."""
         b, t = frames.shape[:2]
         feats = self._encode_frames(frames)
         frame_logits = self.decode_head.classify(feats.fused)  # before the temporal head: the dropout RNG order
-        logits, _ = self.decode_head.temporal(*self._split_clip(feats, b, t))
-        return {"logits": logits, "aux": [], "frame_logits": frame_logits, "frame_weight": self.frame_loss_weight}
+        *aux, logits = self.decode_head.temporal_train(*self._split_clip(feats, b, t))
+        w = 1.0 / len(self.decode_head.decoders())
+        return {"logits": logits, "main_weight": w, "aux": [(a, w) for a in aux],
+                "frame_logits": frame_logits, "frame_weight": self.frame_loss_weight}
 
     def new_session(self) -> MRCFASession:
         return MRCFASession(self)

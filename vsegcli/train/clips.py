@@ -20,15 +20,38 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ClipSpec:
     """Which earlier frames a clip holds: `num_prev` frames with random gaps 1..`max_gap`, or the
-    fixed `offsets` (MRCFA on dense video)."""
+    fixed `offsets` (MRCFA on dense video). With probability `reverse_prob` a fixed-offset clip
+    runs backwards in time (MRCFA's official sampler reverses the video with p = 0.5): its
+    "earlier" frames are then t - d, the frames after the target."""
 
     num_prev: int = 0
     max_gap: int = 1
     offsets: tuple[int, ...] | None = None
+    reverse_prob: float = 0.0
 
     @property
     def length(self) -> int:
         return 1 + (len(self.offsets) if self.offsets is not None else self.num_prev)
+
+
+def references_exist(target: int, spec: ClipSpec, length: int, reverse: bool = False) -> bool:
+    """Whether every fixed-offset reference of `target` lies inside a sequence of `length` frames
+    (always true for gap-sampled clips, whose early targets repeat the first frame)."""
+    if spec.offsets is None:
+        return True
+    span = -min(spec.offsets)
+    return target + span <= length - 1 if reverse else target - span >= 0
+
+
+def draw_reverse(target: int, spec: ClipSpec, length: int, rng: np.random.Generator) -> bool:
+    """The clip's direction: backwards with probability `reverse_prob` where both directions have
+    all their references, else the one that has them (forward when neither does)."""
+    if spec.offsets is None or spec.reverse_prob <= 0:
+        return False
+    forward, backward = references_exist(target, spec, length), references_exist(target, spec, length, True)
+    if forward and backward:
+        return bool(rng.random() < spec.reverse_prob)
+    return backward and not forward
 
 
 def clip_spec_for(model: Segmentor, dataset: str, max_gap: int) -> ClipSpec:
@@ -38,14 +61,19 @@ def clip_spec_for(model: Segmentor, dataset: str, max_gap: int) -> ClipSpec:
     if not offsets:
         return ClipSpec()
     if model.fixed_offsets:
-        return ClipSpec(offsets=tuple(offsets))
+        return ClipSpec(offsets=tuple(offsets), reverse_prob=model.train_reverse_prob)
     return ClipSpec(num_prev=len(offsets), max_gap=max_gap)
 
 
-def clip_positions(target: int, spec: ClipSpec, rng: np.random.Generator) -> list[int]:
-    """Frame positions of a clip, oldest first, target last; positions before the sequence start
-    repeat its first frame."""
+def clip_positions(target: int, spec: ClipSpec, rng: np.random.Generator, reverse: bool = False,
+                   length: int | None = None) -> list[int]:
+    """Frame positions of a clip in the order the model reads them, target last: oldest first, or
+    for a `reverse` clip (`draw_reverse`) newest first (t+9, t+6, t+3, t). Positions outside the
+    sequence repeat its first (last: `length`) frame."""
     if spec.offsets is not None:
+        if reverse:
+            last = (length - 1) if length is not None else None
+            return [min(last, target - d) if last is not None else target - d for d in spec.offsets] + [target]
         return [max(0, target + d) for d in spec.offsets] + [target]
     prev = []
     p = target

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vsegcli.errors import VsegError
-from vsegcli.train.clips import AugmentParams, ClipSpec, augment_clip, clip_positions
+from vsegcli.train.clips import AugmentParams, ClipSpec, augment_clip, clip_positions, draw_reverse, references_exist
 
 
 def _data_api() -> Any:
@@ -34,7 +34,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.aug = aug
         self.seed = seed
         self.frame_labels = frame_labels  # also load the earlier frames' labels (MRCFA's per-frame loss)
-        self.targets = [(i, pos) for i, seq in enumerate(self.sequences) for pos in sorted(seq.labels)]
+        self.targets = [(i, pos) for i, seq in enumerate(self.sequences) for pos in _targets(seq, spec)]
         if not self.targets:
             raise VsegError(f"no labelled frames found for the {dataset} training split; check --data-root")
         self._perm_epoch = -1
@@ -55,7 +55,8 @@ class ClipDataset(torch.utils.data.Dataset):
         seq_i, target = self.target_of(s)
         seq = self.sequences[seq_i]
         rng = np.random.default_rng([self.seed, 11, s])
-        positions = clip_positions(target, self.spec, rng)
+        reverse = draw_reverse(target, self.spec, len(seq.frames), rng)
+        positions = clip_positions(target, self.spec, rng, reverse, len(seq.frames))
         cache: dict[int, np.ndarray] = {}  # clips near a sequence start repeat frames: decode once
         for p in positions:
             if p not in cache:
@@ -70,6 +71,20 @@ class ClipDataset(torch.utils.data.Dataset):
                 labels.append(None)
         frames, targets = augment_clip(images, labels, self.aug, rng)
         return torch.from_numpy(frames), torch.from_numpy(targets)
+
+
+def _targets(seq: Any, spec: ClipSpec) -> list[int]:
+    """A sequence's labelled frames that can be targets. Fixed-offset clips (MRCFA) draw only
+    targets whose references all exist in some allowed direction (the official sampler: t in
+    [9, len-1]); a sequence too short for any keeps all its targets, their missing references
+    repeating the nearest end frame (e.g. Cityscapes without `leftImg8bit_sequence`)."""
+    labelled = sorted(seq.labels)
+    if spec.offsets is None:
+        return labelled
+    n = len(seq.frames)
+    full = [t for t in labelled if references_exist(t, spec, n)
+            or (spec.reverse_prob > 0 and references_exist(t, spec, n, reverse=True))]
+    return full or labelled
 
 
 class RunBatches(torch.utils.data.Sampler):

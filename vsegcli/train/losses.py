@@ -123,7 +123,7 @@ def compute_loss(out: dict[str, Any], labels: torch.Tensor, criterion: SegLoss) 
     """`out`: a model's `forward_train` outputs; labels (B, T, h, w), the target's last. Returns
     the total and its parts."""
     target = labels[:, -1]
-    parts = {"main": criterion(out["logits"], target)}
+    parts = {"main": out.get("main_weight", 1.0) * criterion(out["logits"], target)}
     if out["aux"]:
         parts["aux"] = sum(w * criterion(a, target) for a, w in out["aux"])
     if out["frame_logits"] is not None:  # every clip frame against its own labels (MRCFA)

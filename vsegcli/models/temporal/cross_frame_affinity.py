@@ -14,6 +14,11 @@ At test time, for a target frame and R reference frames:
    and that kept set is reused at all three scales.
 3. Each kept token gives one 1-channel map over the target grid per scale; the HPN squeezes the
    three maps into one stride-8 map, coarse to fine (bilinear, align_corners=True).
+
+Precision: the whole module (projections, affinities, selection, HPN) runs in float32 with
+autocast off on every device (`precision.autocast_off`): the unscaled dot products of 64-512-dim
+tokens overflow fp16 (65,504), and bf16 rounding flips near-tied token selections. It is small
+next to the backbone, and given the same inputs its output under autocast equals fp32 exactly.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vsegcli.models.temporal.precision import autocast_off
 
 
 @dataclass(frozen=True)
@@ -184,15 +191,22 @@ class HyperCorrelation(nn.Module):
         self.keep_ratio = keep_ratio
 
     def reference_keys(self, r2: torch.Tensor, r3: torch.Tensor, c4: torch.Tensor) -> ReferenceKeys:
-        """Key tokens of reference frames from their stride-32 maps (sr2(c2), sr3(c3), c4)."""
-        return ReferenceKeys(self.k1(_tokens(r2)), self.k2(_tokens(r3)), self.k3(_tokens(c4)))
+        """Key tokens of reference frames from their stride-32 maps (sr2(c2), sr3(c3), c4), float32."""
+        with autocast_off(c4.device):
+            return ReferenceKeys(self.k1(_tokens(r2.float())), self.k2(_tokens(r3.float())),
+                                 self.k3(_tokens(c4.float())))
 
     def num_kept(self, n_ref: int) -> int:
         # int() truncation as upstream; at least one token so tiny frames do not softmax over nothing.
         return max(1, int(n_ref * self.keep_ratio))
 
     def forward(self, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor, keys: ReferenceKeys) -> Affinity:
-        """Target maps c2/c3/c4 (B, C, h, w) at strides 8/16/32; keys stacked as (B, R, N32, C)."""
+        """Target maps c2/c3/c4 (B, C, h, w) at strides 8/16/32; keys stacked as (B, R, N32, C).
+        Float32 with autocast off (module docstring); a no-op for float32 inputs without autocast."""
+        with autocast_off(c4.device):
+            return self._forward(c2.float(), c3.float(), c4.float(), ReferenceKeys(*(k.float() for k in keys)))
+
+    def _forward(self, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor, keys: ReferenceKeys) -> Affinity:
         b = c4.shape[0]
         r, n_ref = keys.k3.shape[1], keys.k3.shape[2]
         q3 = self.q3(_tokens(c4)).unsqueeze(1)  # (B, 1, N32, C4)

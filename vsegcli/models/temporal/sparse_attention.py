@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsegcli.errors import VsegError
+from vsegcli.models.temporal.precision import autocast_off
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # K (B, H, W, d_k), V (B, H, W, d_v): channels last
 
@@ -213,10 +214,15 @@ class SparseTemporalTransformer(nn.Module):
     def attend(self, q_sel: torch.Tensor, index: torch.Tensor, memory: Sequence[KeyValue],
                size: tuple[int, int]) -> torch.Tensor:
         """Windowed attention of selected queries q_sel (B, k, d_k) at flat positions `index`
-        (B, k) over the key frames in `memory` (nearest first) -> attended values (B, k, d_v)."""
-        if q_sel.device.type in self.fast_devices:
-            return self._attend_sparse(q_sel, index, memory, size)
-        return self._attend_gather(q_sel, index, memory, size)
+        (B, k) over the key frames in `memory` (nearest first) -> attended values (B, k, d_v).
+
+        Logits and softmax in float32 with autocast off on every device: q·k of d_k-dim vectors
+        overflows fp16 (65,504) before any scaling. Values are summed in V's own dtype."""
+        with autocast_off(q_sel.device):
+            q_sel = q_sel.float()
+            if q_sel.device.type in self.fast_devices:
+                return self._attend_sparse(q_sel, index, memory, size)
+            return self._attend_gather(q_sel, index, memory, size)
 
     def _attend_sparse(self, q_sel: torch.Tensor, index: torch.Tensor, memory: Sequence[KeyValue],
                        size: tuple[int, int]) -> torch.Tensor:
@@ -318,10 +324,10 @@ class SparseTemporalTransformer(nn.Module):
             inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
             flat = ((base * h + y.clamp(0, h - 1)) * w + x.clamp(0, w - 1)).reshape(-1)
             k_win = keys.index_select(0, flat).view(*y.shape, dk)
-            logits = torch.einsum("bqd,bqkd->bqk", q_sel[:, c0:c0 + chunk], k_win) * scale
+            logits = torch.einsum("bqd,bqkd->bqk", q_sel[:, c0:c0 + chunk], k_win.float()) * scale
             attn = logits.masked_fill(~inside, float("-inf")).softmax(-1)  # window centre is always inside
             v_win = values.index_select(0, flat).view(*y.shape, -1)
-            out.append(torch.einsum("bqk,bqkd->bqd", attn, v_win))
+            out.append(torch.einsum("bqk,bqkd->bqd", attn.to(v_win.dtype), v_win))
         return torch.cat(out, dim=1)
 
     # -- forward -------------------------------------------------------------------------------

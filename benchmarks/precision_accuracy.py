@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,8 @@ def main() -> None:
                    "--split", "val", "-c", ckpt, "--runtime", runtime, "--precision", precision, "-q",
                    "--save-predictions", str(out / "pred"), "--json", str(out / "eval.json")]
             print("$", " ".join(cmd[1:]), flush=True)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            env = {**os.environ, "VSEG_MEASURE_PRECISION": "1"}  # measure even what is not offered (yet)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 print(f"  exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
                 continue

@@ -235,7 +235,7 @@ def test_clip_specs_come_from_the_models() -> None:
         mrcfa = build_model("mrcfa-effl0", 11, dilation=[-3, -2, -1])
         stt = build_model("stt-effl0", 11, num_frames=2)
         per_frame = build_model("effl0", 11)
-    assert clip_spec_for(mrcfa, "camvid", 2) == ClipSpec(offsets=(-3, -2, -1))
+    assert clip_spec_for(mrcfa, "camvid", 2) == ClipSpec(offsets=(-3, -2, -1), reverse_prob=0.5)
     assert (mrcfa.history, mrcfa.priming_frames, mrcfa.trains_on_clip_labels) == (3, 1, True)
     assert clip_spec_for(stt, "camvid", 3) == ClipSpec(num_prev=2, max_gap=3)
     assert (stt.clip_offsets(), stt.history, stt.trains_on_clip_labels) == ((-2, -1), 2, False)
@@ -409,3 +409,99 @@ def test_bad_data_root_leaves_no_run_folder(tmp_path: Path) -> None:
                            "--out", str(tmp_path / "run"), "--iters", "1", *FAST])
     assert code == 2 and "no such folder" in err
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# MRCFA's official sampler: reversed clips (p = 0.5), targets whose references all exist
+
+
+def test_mrcfa_clips_reverse_with_p_half_and_references_exist() -> None:
+    from vsegcli.train.clips import draw_reverse, references_exist
+
+    spec = ClipSpec(offsets=(-9, -6, -3), reverse_prob=0.5)
+    rng = np.random.default_rng(0)
+    assert clip_positions(20, spec, rng, reverse=True, length=40) == [29, 26, 23, 20]  # newest first
+    assert clip_positions(20, spec, rng, reverse=False, length=40) == [11, 14, 17, 20]
+    n = 30
+    draws = {t: [draw_reverse(t, spec, n, np.random.default_rng([1, i])) for i in range(400)] for t in range(n)}
+    for t, d in draws.items():
+        fwd, bwd = references_exist(t, spec, n), references_exist(t, spec, n, reverse=True)
+        assert fwd == (t >= 9) and bwd == (t <= n - 10)
+        if fwd and bwd:
+            assert 0.4 < np.mean(d) < 0.6, t  # p = 0.5
+        elif fwd or bwd:
+            assert all(x == bwd for x in d)  # the direction whose references exist
+        for rev in set(d):  # every drawn clip has all its references inside the sequence
+            assert all(0 <= p < n for p in clip_positions(t, spec, rng, rev, n))
+    assert not any(draw_reverse(t, ClipSpec(offsets=(-9, -6, -3)), n, rng) for t in range(n))  # p = 0: forward
+
+
+def test_mrcfa_targets_need_their_references(tmp_path: Path) -> None:
+    from vsegcli.data.datasets import list_sequences
+
+    root = make_camvid(tmp_path / "c", n=5, static=True)
+    seqs = list_sequences("camvid", root, "train")
+    lengths = [len(s.frames) for s in seqs]
+    fwd = ClipDataset(seqs, "camvid", ClipSpec(offsets=(-3, -2, -1)), AugmentParams(crop=(64, 96)), seed=0,
+                      frame_labels=True)
+    assert all(pos >= 3 for _, pos in fwd.targets)
+    both = ClipDataset(seqs, "camvid", ClipSpec(offsets=(-3, -2, -1), reverse_prob=0.5), AugmentParams(crop=(64, 96)),
+                       seed=0, frame_labels=True)
+    # Either direction will do: t >= 3 forwards, t <= n - 4 backwards; a frame with neither is no target.
+    want = sorted((i, p) for i, s in enumerate(seqs) for p in s.labels if p >= 3 or p <= len(s.frames) - 4)
+    assert sorted(both.targets) == want and len(want) > len(fwd.targets)
+    assert len(fwd.targets) == sum(max(0, n - 3) for n in lengths)
+
+
+# ------------------------------------------------------------------------------------------------
+# Collectives run on the process group's device (NCCL has no CPU tensors)
+
+
+class _Collective(Exception):
+    def __init__(self, device: torch.device) -> None:
+        super().__init__(str(device))
+        self.device = device
+
+
+def test_log_record_collective_runs_on_the_group_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "cuda:gloo" constraint without a GPU: a group bound to a non-CPU device ("meta" here)
+    refuses CPU tensors. The recorder stops at the first collective and reports its device."""
+    import torch.distributed as dist
+
+    from vsegcli.distributed import Dist
+    from vsegcli.train.loop import _log_record
+
+    def bound_all_reduce(t: torch.Tensor, *args: object, **kwargs: object) -> None:
+        raise _Collective(t.device)
+
+    monkeypatch.setattr(dist, "all_reduce", bound_all_reduce)
+    d = Dist(rank=0, world=2, local_rank=0, device=torch.device("meta"))
+    sums = {"loss": torch.tensor(2.0), "main": 1.5}
+    with pytest.raises(_Collective) as caught:
+        _log_record(10, sums, 5, {"backbone": 0.01}, d, 1.0, 0.0, 1.0, 0, 100)
+    assert caught.value.device == d.device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for a cuda-bound process group")
+def test_log_record_in_a_cuda_only_group(tmp_path: Path) -> None:
+    """Issue 16: with a backend bound to CUDA devices only (what NCCL is), the log record's
+    all-reduce works (a CPU tensor there fails with 'No backend type associated with device type cpu')."""
+    import torch.distributed as dist
+
+    from vsegcli.distributed import Dist, all_reduce_mean
+    from vsegcli.train.loop import _log_record
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("cuda:gloo", store=store, rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="cpu"):
+            dist.all_reduce(torch.ones(2, dtype=torch.float64))  # the binding is real
+        d = Dist(rank=0, world=1, local_rank=0, device=torch.device("cuda", 0))
+        d2 = Dist(rank=0, world=2, local_rank=0, device=d.device)  # take the collective path; the group has 1 rank
+        assert torch.equal(all_reduce_mean(torch.full((3,), 4.0, dtype=torch.float64), d2),
+                           torch.full((3,), 2.0, dtype=torch.float64))
+        rec = _log_record(10, {"loss": torch.tensor(2.0, device="cuda"), "main": 1.0}, 2, {"backbone": 0.01}, d2,
+                          1.0, 0.0, 1.0, 0, 100)
+        assert rec["loss"] == pytest.approx(0.5) and rec["loss_main"] == pytest.approx(0.25)
+    finally:
+        dist.destroy_process_group()

@@ -126,12 +126,15 @@ def broadcast_object(obj: Any, d: Dist) -> Any:
 
 
 def all_reduce_mean(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    """The mean of `t` over ranks, in place (`t` itself in a single process)."""
+    """The mean of `t` over ranks, on `t`'s device (`t` itself in a single process). The collective
+    itself runs on the group's device `d.device`: NCCL has no CPU tensors."""
     if d.enabled:
         import torch.distributed as dist
 
-        dist.all_reduce(t)
-        t /= d.world
+        work = t.to(d.device)
+        dist.all_reduce(work)
+        work /= d.world
+        t = work.to(t.device)
     return t
 
 

@@ -29,9 +29,12 @@ iteration i replays exactly what an uninterrupted run would have seen. Rank r of
 slice of every global batch (a DistributedSampler without its epoch bookkeeping).
 
 Loss: CE on the target (ignore 255), logits upsampled to the crop; plus the aux losses the models
-define (PSPNet/BiSeNet `aux_logits` × `aux_weight`) and, for MRCFA, 0.5 × CE of the per-frame
-SegFormer logits of every clip frame against its own labels where it has them (the official
-deco1..3 outputs are not built by vseg's MRCFA, so their CE terms are absent). Optional class
+define (PSPNet/BiSeNet `aux_logits` × `aux_weight`). MRCFA trains on the official objective:
+0.5 × CE of the per-frame logits of all 4 clip frames against their own labels + CE of out1..out4
+(deco1..deco3 on each reference's aggregated feature, deco4 the output) against the target's,
+i.e. the mean of the four; its clips run backwards in time with p = 0.5 and targets are drawn so
+that all references exist (in the clip's direction). Deviation: CE averages over labelled pixels
+(as current mmseg), where the official 2022 code averaged over all pixels, ignored ones as 0. Optional class
 weights (median-frequency balancing, or a file such as SegNet's CamVid weights) and OHEM
 (TDNet: keep pixels whose true-class probability < 0.7, at least batch·H·W/16 of them).
 

@@ -13,6 +13,7 @@ GOMP_SPINCOUNT when torch is loaded) and/or extra `vseg run` arguments:
     vseg       what vseg does by itself (no variables set: vseg sets OMP_WAIT_POLICY=PASSIVE)
     spin       libgomp's own default: worker threads spin 300,000 rounds before sleeping
     passive    OMP_WAIT_POLICY=PASSIVE: idle OpenMP workers sleep at once
+    spin10k    GOMP_SPINCOUNT=10000: a short spin (tens of microseconds), then sleep
     threads1   --threads 1
     omp1       OMP_NUM_THREADS=1 (what the issue measured)
 """
@@ -35,6 +36,7 @@ POLICIES: dict[str, tuple[dict[str, str], list[str]]] = {
     "vseg": ({}, []),
     "spin": ({"GOMP_SPINCOUNT": "300000"}, []),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "spin10k": ({"GOMP_SPINCOUNT": "10000"}, []),
     "threads1": ({}, ["--threads", "1"]),
     "omp1": ({"OMP_NUM_THREADS": "1"}, []),
 }

@@ -105,6 +105,18 @@ def shim(monkeypatch):
     return CudaShim(monkeypatch)
 
 
+def fake_video_sink():
+    """An in-memory sink the pipeline treats as a video sink (so overlays are made and copied)."""
+    from test_engine import ListSink
+    from vsegcli.runtime.sinks import VideoSink
+
+    class FakeVideo(ListSink, VideoSink):
+        def __init__(self) -> None:
+            ListSink.__init__(self)
+
+    return FakeVideo()
+
+
 class FakeStepper:
     """A bench step on the CPU (the shim cannot run kernels): what matters is the calls around it."""
 
@@ -180,7 +192,7 @@ def test_stream_on_gpu1_runs_in_its_scope_and_sinks_wait_for_the_copies(shim, mo
     """A Predictor on cuda:1 (CPU tensors underneath): the inference thread works inside
     device_scope(cuda:1), every copy's event is recorded on GPU 1's stream and waited for on a sink
     thread, never on the inference thread; labels equal the CPU run's byte for byte."""
-    from tests.test_engine import ListSink, frames, make_predictor
+    from test_engine import ListSink, frames, make_predictor
     from vsegcli.runtime import stream
 
     cpu_sink = ListSink()
@@ -199,13 +211,7 @@ def test_stream_on_gpu1_runs_in_its_scope_and_sinks_wait_for_the_copies(shim, mo
 
     monkeypatch.setattr(torch.cuda, "Event", event)
     sink = ListSink()
-    from vsegcli.runtime.sinks import VideoSink
-
-    class FakeVideo(ListSink, VideoSink):  # a VideoSink, so overlays are made and copied too
-        def __init__(self) -> None:
-            ListSink.__init__(self)
-
-    video = FakeVideo()
+    video = fake_video_sink()
     stream(pred, frames(4), [sink, video])
     assert ("device.__enter__", 1) in shim.calls and shim.devices() == {1}
     assert len(events) == 8  # labels + overlay per frame
@@ -225,3 +231,62 @@ def test_set_cuda_math_switches_and_reports():
     finally:
         (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
          torch.backends.cudnn.allow_tf32) = old
+
+
+# ------------------------------------------------------------------------------------------------
+# On a real GPU (`pytest -m gpu`; skipped without one): the same promises, measured.
+# ------------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_stream_on_the_last_gpu_matches_cpu_and_leaves_gpu0_alone():
+    from test_engine import ListSink, frames, make_predictor
+    from vsegcli.runtime import Predictor, stream
+
+    n = torch.cuda.device_count()
+    dev = torch.device("cuda", n - 1)
+    cpu_sink = ListSink()
+    stream(make_predictor(), frames(6), [cpu_sink])
+    ref = make_predictor()
+    old = set_cuda_math(False)  # exact fp32 for the comparison with the CPU
+    try:
+        before0 = torch.cuda.memory_allocated(0) if n > 1 else None
+        gpu = Predictor(ref.model, list(ref.mean.flatten().tolist()), list(ref.std.flatten().tolist()),
+                        ref.palette, dev)
+        sink, video = ListSink(), fake_video_sink()
+        stream(gpu, frames(6), [sink, video])
+        if n > 1:
+            assert torch.cuda.memory_allocated(0) == before0  # nothing of this run landed on GPU 0
+    finally:
+        torch.backends.cudnn.benchmark = old["cudnn_benchmark"]
+        torch.backends.cuda.matmul.allow_tf32 = old["tf32_matmul"]
+        torch.backends.cudnn.allow_tf32 = old["tf32_cudnn"]
+    assert [i for i, _, _ in sink.items] == list(range(6))
+    for (_, a, _), (_, b, _) in zip(cpu_sink.items, sink.items):
+        assert (a == b).mean() >= 0.99  # different kernels round differently; argmax ties rarely flip
+    assert all(blended is not None and blended.dtype == np.uint8 for _, _, blended in video.items)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_to_host_copies_arrive_complete():
+    dev = torch.device("cuda", torch.cuda.device_count() - 1)
+    with device_scope(dev):
+        big = torch.randint(0, 255, (1080, 1920, 3), dtype=torch.uint8, device=dev)
+        copies = [transfer.to_host(big + k, dev) for k in range(4)]  # queued, not yet waited for
+        for k, c in enumerate(copies):
+            np.testing.assert_array_equal(c.result(), (big + k).cpu().numpy())
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_bench_times_the_asked_gpu():
+    from vsegcli.bench.timing import bench_model
+
+    dev = torch.device("cuda", torch.cuda.device_count() - 1)
+    row = bench_model("segformer-b0", size=(64, 96), device=dev, frames=5, warmup=2)
+    assert row["status"] == "ok" and row["device"] == str(dev) and row["latency_ms"]["median"] > 0
+    assert row["cudnn_benchmark"] is True and row["tf32_matmul"] is True

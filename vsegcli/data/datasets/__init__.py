@@ -80,8 +80,6 @@ def list_sequences(dataset: str, root: str | Path, split: str) -> list[Sequence]
     try:
         return module.list_sequences(root, split)
     except VsegError as exc:
-        if not any(root.iterdir()):
-            raise VsegError(f"{root} is an empty folder; {GET_DATA[key]}") from None
         if "layout)" in str(exc):  # the readers' layout errors (LAYOUT): say where the data comes from
             raise VsegError(f"{exc}; {GET_DATA[key]}") from None
         raise

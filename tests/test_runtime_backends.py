@@ -33,7 +33,8 @@ def _frames(count: int, offset: int = 0) -> list[np.ndarray]:
     if CAMVID_VAL.is_dir():
         import cv2
 
-        files = sorted(CAMVID_VAL.glob("*.png"))[offset:offset + count]
+        files = sorted(p for p in CAMVID_VAL.iterdir() if p.suffix in (".png", ".jpg"))[offset:offset + count]
+        assert len(files) == count, f"{CAMVID_VAL}: fewer than {offset + count} frames"
         return [np.ascontiguousarray(cv2.imread(str(p))[:, :, ::-1]) for p in files]
     from vsegcli.io.video import FrameReader
 
@@ -81,7 +82,7 @@ def test_effl0_onnxruntime_fp32_equals_torch(cache):
     ref, _ = _labels("effl0-camvid.safetensors", frames)
     out, seg = _labels("effl0-camvid.safetensors", frames, runtime="onnxruntime")
     assert seg.predictor.runtime == "onnxruntime"
-    assert len(list(cache.glob("effl0-frame-fp32-*.onnx"))) == 1  # exported once, at this input size
+    assert len(list((cache / "onnx").glob("effl0-frame-fp32-*.onnx"))) == 1  # exported once, at this input size
     assert _agreement(ref, out) >= 0.995
 
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -132,7 +133,9 @@ def export_onnx(model: Segmentor, part: str, path: Path, size: tuple[int, int]) 
     n_out = len(outs) if isinstance(outs, tuple) else 1
     out_names = [f"out{i}" for i in range(n_out)]
     axes = {name: {0: "batch"} for name in ["images", *out_names]}
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # The tracer warns that padding/resize sizes become constants: intended, the graph is per size.
+        warnings.simplefilter("ignore")
         with torch.no_grad():
             torch.onnx.export(wrapper, (x,), str(tmp), input_names=["images"], output_names=out_names,
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)

@@ -1,5 +1,8 @@
 """Progress on stderr (rich): done/total, rate, elapsed, ETA — only when enabled (a terminal).
 
+A source without a frame count (a live stream, a capture device, stdin) shows frames, rate and
+elapsed time only: no bar and no ETA, since there is nothing to estimate it from.
+
 Logs and pipes get nothing (no half-drawn bars); the commands print a one-line summary instead.
 `vseg run` / `vseg eval` count frames (fps); `vseg train` counts iterations (it/s) and shows the
 loss and learning rate in the info column.
@@ -34,11 +37,14 @@ class FrameProgress:
                 speed = task.finished_speed or task.speed
                 return Text(f"{speed:.1f} {unit}" if speed else f"-- {unit}")
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console, transient=True,
-        )
+        if total is None:  # unbounded: a count, never a fake ETA
+            columns = [TextColumn("[bold]{task.description}"), TextColumn("{task.completed} frames"), RateColumn(),
+                       TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+        else:
+            columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                       TimeRemainingColumn()]
+        self.progress = Progress(*columns, console=self.console, transient=True)
         self.progress.start()
         self.task = self.progress.add_task(description, total=total, completed=completed, info="")
 

@@ -68,12 +68,12 @@ def main() -> None:
             miou = 100 * r["miou"]
             agree = agreement(args.out / name / "torch-fp32" / "pred",
                               args.out / name / f"{runtime}-{precision}" / "pred") if base else float("nan")
-            fps = r.get("fps") or (r.get("timing") or {}).get("fps")
+            fps = round((r.get("speed") or {}).get("fps_inference") or float("nan"), 2)
             rows.append((name, runtime, precision, miou, miou - 100 * base["miou"] if base else float("nan"),
                          100 * agree, fps))
             print(f"  {name} {runtime} {precision}: mIoU {miou:.2f} agreement {100 * agree:.2f}% fps {fps}",
                   flush=True)
-    print("\n| model | runtime | precision | CamVid val mIoU | vs fp32 torch | label agreement | eval fps |")
+    print("\n| model | runtime | precision | CamVid val mIoU | vs fp32 torch | label agreement | eval fps (inference) |")
     print("|---|---|---|---|---|---|---|")
     for name, runtime, precision, miou, delta, agree, fps in rows:
         print(f"| {name} | {runtime} | {precision} | {miou:.2f} | {delta:+.2f} | {agree:.2f} % | {fps} |")

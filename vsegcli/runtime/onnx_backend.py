@@ -46,6 +46,8 @@ OPSET = 17
 # normalised pixels; everything after the backbone (decoder, classifier) decides the argmax margins.
 INT8_KEEP_FP32 = (r"^/backbone/_conv_stem/", r"^/(?!backbone/)")
 CALIBRATION_ENV = "VSEG_CALIBRATION_FRAMES"
+# ORT calibration method for activation ranges: "minmax" or "percentile" (99.999th, clips outliers).
+INT8_CALIBRATION = "minmax"
 
 
 def ort_available() -> bool:
@@ -164,7 +166,7 @@ class _Calibration:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray],
-                  keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> Path:
+                  keep_fp32: Sequence[str] = INT8_KEEP_FP32, method: str = INT8_CALIBRATION) -> Path:
     """Static QDQ int8: per-channel weights, uint8 activations from MinMax calibration on the given
     prepared frames; nodes named under `keep_fp32` stay fp32."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -176,7 +178,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(tmp), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax,
+                            calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                              "percentile": CalibrationMethod.Percentile}[method],
                             nodes_to_exclude=int8_nodes_to_exclude(pre, keep_fp32))
         finally:
             pre.unlink(missing_ok=True)
@@ -263,11 +266,11 @@ class OrtBackend:
         if self.precision != "int8":
             return fp32_path
         files = calibration_images(self.calibration)
-        extra = f"{tag};{','.join(self.keep_fp32)};{[p.name for p in files]}"
+        extra = f"{tag};{','.join(self.keep_fp32)};{INT8_CALIBRATION};{[p.name for p in files]}"
         path = cache_dir() / f"{cache_key(model, part, 'int8', extra)}.onnx"
         if not path.is_file():
             arrays = [self._prepare(_read_rgb(p), size) for p in files]
-            quantize_int8(fp32_path, path, arrays, self.keep_fp32)
+            quantize_int8(fp32_path, path, arrays, self.keep_fp32, INT8_CALIBRATION)
         return path
 
     def _prepare(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -223,7 +223,9 @@ def test_mrcfa_training_forward_matches_the_model() -> None:
         per_frame = model.forward_frame(frames[0])
     torch.testing.assert_close(out["logits"], ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out["frame_logits"], per_frame, rtol=1e-4, atol=1e-4)
-    assert out["frame_weight"] == 0.5 and out["aux"] == []
+    # The official objective: deco1..3 (one reference each) as aux terms, all four at 1/4.
+    assert out["frame_weight"] == 0.5 and out["main_weight"] == 0.25 and len(out["aux"]) == 3
+    assert all(w == 0.25 and a.shape == ref.shape for a, w in out["aux"])
 
 
 def test_clip_specs_come_from_the_models() -> None:

@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--configs", default=",".join(f"{r}:{p}" for r, p in CONFIGS))
+    ap.add_argument("--reuse", action="store_true", help="keep configurations already measured in --out")
     args = ap.parse_args()
     configs = [tuple(c.split(":")) for c in args.configs.split(",")]
     rows = []
@@ -51,6 +52,9 @@ def main() -> None:
         results: dict[tuple[str, str], dict] = {}
         for runtime, precision in configs:
             out = args.out / name / f"{runtime}-{precision}"
+            if args.reuse and (out / "eval.json").is_file():  # measured before: keep it
+                results[(runtime, precision)] = json.loads((out / "eval.json").read_text())
+                continue
             shutil.rmtree(out, ignore_errors=True)  # eval refuses to write into an existing folder
             out.mkdir(parents=True)
             cmd = [sys.executable, "-m", "vsegcli", "eval", "--dataset", "camvid", "--data-root", args.data_root,

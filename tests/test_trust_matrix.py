@@ -188,6 +188,12 @@ PROBES: list[Probe] = [
     Probe("video inside the labels folder", [CLIP, "-o", "lab/out.mp4", "--labels-dir", "lab"], 2, 1,
           says="inside the labels folder"),
     Probe("report path with another suffix", [CLIP, "--no-video", "--report", "r.txt"], 2, 1),
+    Probe("stats file written", [CLIP, "--no-video", "--stats", "s.csv"], 0, 0, {"s.csv"}),
+    Probe("existing stats file without --overwrite", [CLIP, "--no-video", "--stats", "s.csv"], 2, 1,
+          setup=_text("s.csv", "mine"), says="--overwrite"),
+    Probe("stats file is the input", [CLIP, "--no-video", "--stats", CLIP, "--overwrite"], 2, 1, says="input"),
+    Probe("stats file inside the labels folder", [CLIP, "--no-video", "--labels-dir", "lab", "--stats", "lab/s.csv"],
+          2, 1, says="inside the labels folder"),
 ]
 
 
@@ -229,6 +235,28 @@ def test_matrix(probe: Probe, assets, tmp_path, monkeypatch):
     assert set(after) - set(before) == probe.added
     changed = {k for k in before if k in after and before[k] != after[k]}
     assert changed == probe.replaced  # every other input and file keeps its bytes
+
+
+@pytest.mark.parametrize("dst,overwrite,code,says", [
+    ("same", True, 2, "is the input"),
+    ("taken", False, 2, "--overwrite"),
+    ("new.safetensors", False, 0, ""),
+])
+def test_convert_output_rules(dst, overwrite, code, says, assets, tmp_path, monkeypatch):
+    """`vseg convert` follows the same output rule as `vseg run` (io.outputs)."""
+    shutil.copy(assets["ckpt"], tmp_path / "src.safetensors")
+    (tmp_path / "taken").write_text("mine")
+    before = listing(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    target = "src.safetensors" if dst == "same" else dst
+    r = CliRunner().invoke(cli, ["convert", "src.safetensors", target, *(["--overwrite"] if overwrite else [])])
+    assert r.exit_code == code, r.output
+    after = listing(tmp_path)
+    if code == 2:
+        assert len(stderr_lines(r.stderr)) == 1 and says in r.stderr
+        assert after == before  # the source and the user's file keep their bytes
+    else:
+        assert set(after) - set(before) == {target} and all(after[k] == before[k] for k in before)
 
 
 def test_labels_manifest_names_the_run(assets, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vsegcli.errors import VsegError
-from vsegcli.io.outputs import check_file_output, plan_outputs
+from vsegcli.io.outputs import plan_outputs
 from vsegcli.io.video.reader import DEFAULT_READ_TIMEOUT
 from vsegcli.io.video.source import Source, parse_source
 from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, select_device, stream
@@ -188,10 +188,7 @@ class VideoSegmenter:
             stats_format(stats)
         # Every output checked (never an input, only what vseg wrote, writable) before decoding.
         plan = plan_outputs(self._input_paths(src), video=output, labels_dir=labels_dir, report=report,
-                            overwrite=overwrite)
-        if stats is not None:
-            check_file_output(stats, "stats file", inputs=self._input_paths(src), overwrite=overwrite,
-                              flag="--stats path")
+                            stats=stats, overwrite=overwrite)
         reader = FrameReader(src, start=start, max_frames=max_frames, stride=stride,
                              hwaccel=self.decode_accel(hwaccel), hwaccel_device=self.decode_device(),
                              duration=duration, read_timeout=read_timeout, reconnect=reconnect)

@@ -31,11 +31,13 @@ def convert(src: str, dst: Path, half: bool, architecture: str | None, label_set
     """
     from vsegcli.checkpoints import convert_checkpoint, load_checkpoint
     from vsegcli.checkpoints.hub import is_hub_spec
+    from vsegcli.io.outputs import check_file_output
 
     if not is_hub_spec(src) and not Path(src).exists():
         raise VsegError(f"{src}: no such file or folder")
-    if dst.exists() and not overwrite:
-        raise VsegError(f"{dst} already exists; pass --overwrite to replace it")
+    # The same output rule as `vseg run` (io.outputs): never the input, replaced only with --overwrite.
+    check_file_output(dst, "the converted checkpoint", inputs=[] if is_hub_spec(src) else [Path(src)],
+                      overwrite=overwrite, flag="DST")
     out = convert_checkpoint(src, dst, half=half, architecture=architecture, label_set=label_set,
                              input_size=input_size)
     meta = load_checkpoint(out).meta  # read back: proves the written file loads

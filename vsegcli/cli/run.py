@@ -164,7 +164,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     # All outputs of all inputs checked before the model loads or a frame is decoded (io.outputs).
     plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *ckpt_in],
                         video=[j.video for j in mine], labels_dir=[j.labels_dir for j in mine],
-                        report=[j.report for j in mine], overwrite=overwrite)
+                        report=[j.report for j in mine], stats=[j.stats for j in mine], overwrite=overwrite)
     if plan.removed:
         click.echo(f"note: removed {len(plan.removed)} temporary file(s) left by an interrupted run "
                    f"({', '.join(p.name for p in plan.removed)})", err=True)

@@ -202,11 +202,12 @@ class OutputPlan:
     videos: list[Path] = field(default_factory=list)
     labels_dirs: list[Path] = field(default_factory=list)
     reports: list[tuple[Path, Path]] = field(default_factory=list)
+    stats: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
 
     def files(self) -> list[tuple[str, Path]]:
         return ([("video", v) for v in self.videos] + [("labels folder", d) for d in self.labels_dirs]
-                + [("report", f) for pair in self.reports for f in pair])
+                + [("report", f) for pair in self.reports for f in pair] + [("stats file", s) for s in self.stats])
 
 
 def _many(value: PathLike | Iterable[PathLike | None] | None) -> list[Path]:
@@ -223,6 +224,7 @@ def plan_outputs(
     video: PathLike | Iterable[PathLike | None] | None = None,
     labels_dir: PathLike | Iterable[PathLike | None] | None = None,
     report: PathLike | Iterable[PathLike | None] | None = None,
+    stats: PathLike | Iterable[PathLike | None] | None = None,
     overwrite: bool = False,
     sweep: bool = True,
 ) -> OutputPlan:
@@ -243,6 +245,8 @@ def plan_outputs(
         for f in (html, js):
             check_file_output(f, "report", inputs=ins, overwrite=overwrite, flag="--report name")
         plan.reports.append((html, js))
+    for s in _many(stats):
+        plan.stats.append(check_file_output(s, "stats file", inputs=ins, overwrite=overwrite, flag="--stats path"))
     outs = plan.files()
     for i, (kind_a, a) in enumerate(outs):
         for kind_b, b in outs[i + 1:]:

@@ -585,3 +585,56 @@ def test_init_distributed_fails_fast_without_a_gpu_per_rank_and_sets_a_timeout(m
     calls.clear()
     init_distributed("cuda")
     assert calls[-1] == ("nccl", {"timeout": datetime.timedelta(seconds=90)})
+
+
+# ------------------------------------------------------------------ shot cuts in eval
+BIKES = Path(__file__).resolve().parents[1] / "examples" / "bikes.mp4"
+
+
+def _bikes_frames(first: int, n: int) -> list[np.ndarray]:
+    from vsegcli.io.video import FrameReader
+
+    with FrameReader(BIKES, start=first, max_frames=n) as reader:
+        return [cv2.resize(f, (160, 68), interpolation=cv2.INTER_AREA) for _, f in reader]
+
+
+def _camvid_from(root: Path, frames: list[np.ndarray]) -> None:
+    """A one-sequence CamVid layout from real frames (annotations: one class; only TC and the
+    predictions matter here)."""
+    (root / "val").mkdir(parents=True)
+    (root / "valannot").mkdir()
+    for i, f in enumerate(frames):
+        num = 90 + 30 * i
+        cv2.imwrite(str(root / "val" / f"0016E5_{num}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "valannot" / f"0016E5_{num}.png"), np.full(f.shape[:2], 3, np.uint8))  # "road" everywhere
+
+
+STT_CKPT = Path(__file__).resolve().parents[1] / "weights" / "stt-effl0-camvid.safetensors"
+
+
+def _saved(folder: Path) -> list[np.ndarray]:
+    paths = sorted(folder.glob("*.png"), key=lambda p: int(p.stem.split("_")[1]))
+    return [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in paths]
+
+
+@pytest.mark.skipif(not (BIKES.is_file() and STT_CKPT.is_file()), reason="needs examples/bikes.mp4 and the shipped STT")
+def test_eval_resets_temporal_sessions_and_leaves_cut_pairs_out(tmp_path: Path):
+    """bikes.mp4 cuts between frames 29 and 30: a sequence of 4 frames of each shot scores TC on
+    the 6 pairs within shots, lists the cut, and predicts the second shot exactly as a sequence
+    that starts there (the trained STT's session was reset); without the reset it does not."""
+    from vsegcli import api
+
+    first, second = _bikes_frames(26, 4), _bikes_frames(30, 4)
+    _camvid_from(tmp_path / "two", first + second)
+    _camvid_from(tmp_path / "one", second)
+    seg = api.load(STT_CKPT, device="cpu", size=64)
+    res = evaluate(seg, "camvid", tmp_path / "two", "val", tc=True, save_predictions=tmp_path / "p2")
+    evaluate(seg, "camvid", tmp_path / "one", "val", save_predictions=tmp_path / "p1")
+    assert res["per_sequence"][0]["shot_cuts"] == [4]
+    assert res["tc"]["pairs"] == 6 and res["tc"]["pairs_excluded"] == 1
+    two, one = _saved(tmp_path / "p2" / "0016E5"), _saved(tmp_path / "p1" / "0016E5")
+    assert len(two) == 8 and len(one) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(two[4:], one))
+    seg.predictor.shot_reset = False  # the same run without the reset attends across the cut
+    evaluate(seg, "camvid", tmp_path / "two", "val", save_predictions=tmp_path / "p3")
+    assert not np.array_equal(_saved(tmp_path / "p3" / "0016E5")[4], one[0])

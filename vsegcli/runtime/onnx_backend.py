@@ -356,6 +356,8 @@ def make_backend(runtime: str, model: Segmentor, device: torch.device, precision
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         raise VsegError("bf16 on CPU needs native bf16 (AVX512-BF16 or AMX), which this CPU lacks; "
                         "use --precision fp32")
+    if precision == "int8" and runtime == "torch":
+        runtime = "auto"  # int8 exists only as an ORT graph: `--precision int8` alone is enough
     chosen = resolve_runtime(runtime, model, device, precision)
     if precision == "int8" and chosen != "onnxruntime":
         raise VsegError('--precision int8 runs in ONNX Runtime on the CPU: pip install "vseg[onnx]" and use '

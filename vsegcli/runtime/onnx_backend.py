@@ -1,9 +1,11 @@
 """Execution backends for a model's per-frame part: torch (default) or ONNX Runtime (CPU).
 
-Why: on a 2-core CPU the shipped effl0 at 288x640 takes 26 ms per frame in torch eager and
-~15 ms in ONNX Runtime on the same graph (docs/PERFORMANCE.md, "CPU runtimes"); ORT's static int8
-is ~2x faster again. Torch-side fixes were measured too (channels-last, jit freeze +
-optimize_for_inference, inductor) and did not close the gap.
+Why (docs/PERFORMANCE.md section 8): on the shared 2-core machine, interleaved, the shipped
+effl0's per-frame part at 288x640 ran 2.0x faster in ONNX Runtime fp32 than in torch eager, on
+the same graph with the same labels; the torch-side fixes measured (channels-last 1.1-1.3x,
+jit.freeze + optimize_for_inference 1.3-1.6x, CPU bf16 slower) did not close the gap. ORT's
+sessions also do not spin-wait (`session_options`), so they hold up under load where torch's
+OpenMP workers collapse.
 
 What runs where: only the per-frame part is exported, so streaming semantics stay in torch and
 every Session works unchanged:
@@ -29,7 +31,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from torch import nn
 
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import atomic_path
-from vsegcli.models.base import Segmentor, Session
+from vsegcli.models.base import Segmentor
 
 RUNTIMES = ("torch", "onnxruntime", "auto")
 OPSET = 17
@@ -55,8 +57,8 @@ INT8_CALIBRATION = "minmax"
 
 def ort_available() -> bool:
     try:
-        import onnxruntime  # noqa: F401
         import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
     except ImportError:
         return False
     return True
@@ -344,9 +346,6 @@ def resolve_runtime(runtime: str, model: Segmentor, device: torch.device, precis
         raise VsegError("--runtime onnxruntime runs on the CPU; use --runtime torch on a GPU")
     return runtime
 
-
-def describe_precisions(validated: Iterable[str]) -> str:
-    return ", ".join(validated)
 
 
 def make_backend(runtime: str, model: Segmentor, device: torch.device, precision: str,

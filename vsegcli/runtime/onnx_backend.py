@@ -2,7 +2,7 @@
 
 Why (docs/PERFORMANCE.md section 8): on the shared 2-core machine, interleaved, the shipped
 effl0's per-frame part at 288x640 ran 2.0x faster in ONNX Runtime fp32 than in torch eager, on
-the same graph with the same labels; the torch-side fixes measured (channels-last 1.1-1.3x,
+the same graph with the same labels; the torch-side fixes measured (channels-last 1.1-1.4x,
 jit.freeze + optimize_for_inference 1.3-1.6x, CPU bf16 slower) did not close the gap. ORT's
 sessions also do not spin-wait (`session_options`), so they hold up under load where torch's
 OpenMP workers collapse.

@@ -44,6 +44,8 @@ def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None,
 
     sources, batch = expand_inputs(inputs)
     if not batch:
+        if no_video and output is not None:  # (a batch's -o is its folder: manifest, outputs)
+            raise VsegError("-o/--output and --no-video contradict each other")
         src = sources[0]
         video = None
         if not no_video:
@@ -146,8 +148,6 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
 
     if no_video and labels_dir is None and report is None and stats is None:
         raise VsegError("--no-video needs --labels-dir, --report or --stats: otherwise nothing would be written")
-    if no_video and output is not None:
-        raise VsegError("-o/--output and --no-video contradict each other")
     device = device_for(device, gpu)
     console, show = _console(quiet)
     jobs, batch = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)

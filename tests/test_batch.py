@@ -165,3 +165,21 @@ def test_stats_match_the_label_pngs(tmp_path, suffix):
         expect = {names[i]: counts[i] / lab.size for i in np.flatnonzero(counts)}
         assert row["shares"].keys() == expect.keys()
         assert all(abs(row["shares"][k] - v) < 1e-5 for k, v in expect.items())
+
+
+def test_sigterm_in_a_batch_exits_143_not_130(batch_dir, tmp_path, monkeypatch):
+    """A batch interrupted by SIGTERM keeps the signal's exit status (128 + 15), as a single run does."""
+    import signal
+
+    from vsegcli import api
+    from vsegcli.cli._signals import Terminated
+
+    def terminated(self, *a, **k):
+        raise Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(api.VideoSegmenter, "run", terminated)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["run", str(batch_dir / "a.mp4"), str(batch_dir / "b.mp4"), "-o", str(out), *RANDOM])
+    assert r.exit_code == 143, r.output
+    assert "SIGTERM" in r.stderr
+    assert read_manifest(out / MANIFEST_NAME)[0]["status"] == "interrupted"

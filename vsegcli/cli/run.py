@@ -190,7 +190,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
                for j in skipped] if dist.main else []
     if skipped and not quiet and dist.main:
         console.print(f"skipping {len(skipped)} input(s) whose outputs are complete (--skip-existing)")
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     for job in mine:
         progress = FrameProgress(show, console)
         try:
@@ -201,12 +201,12 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
                 duration=duration, read_timeout=read_timeout, reconnect=reconnect,
                 on_start=lambda total, s=job.source: progress.start(s.name, total), on_frame=progress.update,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             progress.stop()
             if not batch:
                 raise
             entries.append(ManifestEntry(str(job.source), "interrupted", index=job.index, rank=dist.rank).to_dict())
-            interrupted = True
+            interrupted = exc  # re-raised below: SIGTERM/SIGHUP keep their exit status (143/129)
             break
         except Exception as exc:  # noqa: BLE001 - a batch reports the input and goes on
             progress.stop()
@@ -227,7 +227,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
             _print_summary(console, job.source, summary)
     manifest = None
     if batch:
-        if interrupted or not dist.enabled:
+        if interrupted is not None or not dist.enabled:
             gathered = [entries]
         else:
             gathered = all_gather_object(entries, dist)
@@ -236,10 +236,10 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
         out_dir = output or Path.cwd()
         if dist.main:
             manifest = write_manifest(manifest_path(out_dir), entries)
-        if interrupted:
+        if interrupted is not None:
             click.echo(f"Interrupted: the finished inputs are kept ({manifest}); rerun with --skip-existing "
                        "to resume.", err=True)
-            raise KeyboardInterrupt
+            raise interrupted
         barrier(dist)
     failed = [e for e in entries if e["status"] == "failed"]
     if as_json and dist.main:

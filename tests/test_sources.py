@@ -249,3 +249,31 @@ def test_nvdec_silent_fallback_is_detected_from_the_log():
 def test_reader_frames_equal_the_source(clip):
     frames = [f for _, f in FrameReader(clip, max_frames=5)]
     assert [frame_index(f) for f in frames] == [0, 1, 2, 3, 4]
+
+
+def test_live_first_signal_keeps_outputs_even_after_the_stream_ended():
+    """The first Ctrl-C/SIGTERM of a live run keeps the outputs, also when it comes after the stream
+    ended on its own (--duration reached, outputs being finalised); only a second one aborts."""
+    import signal
+    import threading
+
+    from vsegcli.api import _LiveSignals
+
+    class Reader:
+        def __init__(self):
+            self._stop = threading.Event()
+            self.reasons = []
+
+        def finish(self, reason):
+            self.reasons.append(reason)
+            self._stop.set()
+
+    reader = Reader()
+    reader._stop.set()  # the reader closed itself at the end of the stream
+    calls = []
+    guard = _LiveSignals(reader)
+    guard.previous = {signal.SIGINT: lambda s, f: calls.append(s)}
+    guard._handler(signal.SIGINT, None)
+    assert calls == []  # first signal: outputs kept
+    guard._handler(signal.SIGINT, None)
+    assert calls == [signal.SIGINT]  # second: the previous handler (abort)

@@ -369,10 +369,15 @@ class _LiveSignals:
     def __init__(self, reader: Any) -> None:
         self.reader = reader
         self.previous: dict[int, Any] = {}
+        self.fired = False
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if not self.reader._stop.is_set():
-            self.reader.finish(f"stopped by {signal.Signals(signum).name}")
+        # The first signal keeps the outputs, even when the stream already ended on its own
+        # (--duration, --max-frames: the reader is closed while the outputs are finalised).
+        if not self.fired:
+            self.fired = True
+            if not self.reader._stop.is_set():
+                self.reader.finish(f"stopped by {signal.Signals(signum).name}")
             return
         prev = self.previous.get(signum)
         if callable(prev):

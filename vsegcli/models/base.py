@@ -37,6 +37,10 @@ class Segmentor(nn.Module):
     aux_weight: ClassVar[float] = 0.0  # loss weight of each of `aux_logits` (PSPNet, BiSeNet)
     # Probability that a fixed-offset training clip runs backwards in time (MRCFA: 0.5, official).
     train_reverse_prob: ClassVar[float] = 0.0
+    # The stateless per-frame method a runtime may run elsewhere (ONNX Runtime) while the session
+    # stays in torch: "features" (STT), "encode" (MRCFA); None = per-frame models' forward_frame
+    # ("frame"), or, for a temporal model, nothing exportable.
+    per_frame_part: ClassVar[str | None] = None
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()

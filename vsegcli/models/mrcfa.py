@@ -273,6 +273,7 @@ class MRCFA(Segmentor):
     temporal = True
     output_stride = 4
     num_clips = 4  # 3 references + the target; other clip lengths fall back to per-frame output
+    per_frame_part = "encode"  # backbone + fuse (c2/c3/c4); the affinities stay in torch
     fixed_offsets = True  # the references are exactly t + dilation
     trains_on_clip_labels = True  # every clip frame's per-frame logits are scored in training
     frame_loss_weight = MRCFA_FRAME_LOSS_WEIGHT

@@ -62,6 +62,7 @@ class STTMixin:
     """Adds `self.stt` to a per-frame base class and the clip / streaming passes through it."""
 
     temporal = True
+    per_frame_part = "features"  # backbone + decoder fuse; STT and the head stay in torch
     stt: SparseTemporalTransformer
 
     def __init__(self, num_classes: int, *, num_frames: int = 7, radius: int = 5, query_ratio: float = 0.5,

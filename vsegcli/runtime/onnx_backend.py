@@ -73,17 +73,12 @@ def cpu_has_bf16() -> bool:
 
 
 def exported_part(model: Segmentor) -> str | None:
-    """Which method of `model` runs per frame and can be exported: "frame", "features", "encode" or None."""
-    from vsegcli.models.mrcfa import MRCFA
-    from vsegcli.models.stt import STTMixin
-
-    if isinstance(model, STTMixin):
-        return "features"
-    if isinstance(model, MRCFA):
-        return "encode"
-    if not getattr(model, "temporal", False):
-        return "frame"
-    return None
+    """Which method of `model` runs per frame and can be exported: "frame", "features", "encode" or
+    None. Asked of the model (`Segmentor.per_frame_part`), never decided by its class here."""
+    part = getattr(model, "per_frame_part", None)
+    if part is not None:
+        return part
+    return None if getattr(model, "temporal", False) else "frame"
 
 
 class _Part(nn.Module):
@@ -114,7 +109,8 @@ def weights_hash(model: nn.Module) -> str:
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1): a 0-dim buffer (BatchNorm's num_batches_tracked) cannot be viewed as bytes.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -207,6 +203,15 @@ def calibration_images(source: str | Path | None, count: int = 32) -> list[Path]
     return files[::step][:count]
 
 
+def calibration_digest(files: Sequence[Path]) -> str:
+    """sha256 over the calibration frames' names and bytes, in order (the int8 cache key)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{Path(f).name}:".encode())
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def session_options(threads: int | None = None) -> Any:
     """ORT options: intra-op threads = torch's, one inter-op thread, and no spin-waiting (spinning
     workers collapse when other processes want the cores)."""
@@ -271,7 +276,10 @@ class OrtBackend:
         if self.precision != "int8":
             return fp32_path
         files = calibration_images(self.calibration)
-        extra = f"{tag};{','.join(self.keep_fp32)};{INT8_CALIBRATION};{[p.name for p in files]}"
+        # Everything the activation ranges depend on: the frames' content (names alone repeat
+        # across folders: VSPW's 00000000.jpg in every video) and the normalisation they get.
+        extra = (f"{tag};{','.join(self.keep_fp32)};{INT8_CALIBRATION};{calibration_digest(files)};"
+                 f"mean={self.mean};std={self.std}")
         path = cache_dir() / f"{cache_key(model, part, 'int8', extra)}.onnx"
         if not path.is_file():
             arrays = [self._prepare(_read_rgb(p), size) for p in files]

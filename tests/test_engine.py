@@ -287,3 +287,23 @@ def test_bf16_autocast_takes_effect_in_step_and_step_many(checkpoint):
             assert a.shape == b.shape and a.dtype == np.uint8
             agree = float((a == b).mean())
             assert agree >= 0.97, (checkpoint, path, agree)
+
+
+def test_run_failing_before_the_first_frame_removes_every_temporary(tmp_path):
+    """An error (or Ctrl-C) between opening the outputs and streaming (here: the on_start callback)
+    leaves no temporary beside any output and no output."""
+    from videogen import make_video
+
+    from vsegcli import api
+
+    clip = make_video(tmp_path / "in.mp4", 64, 48, 3, fps=10)
+    seg = api.load(model="segformer-b0", device="cpu", size=32)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def boom(total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        seg.run(clip, output=out / "v.mp4", labels_dir=out / "labels", stats=out / "s.csv", on_start=boom)
+    assert sorted(p.name for p in out.iterdir()) == []

@@ -222,13 +222,13 @@ class VideoSegmenter:
                 sinks.append(StatsSink(stats, list(self.predictor.classes),
                                        fps=None if info.live else output_fps(info, 1)))
             sinks.extend(extra_sinks or [])
-        except BaseException:
+            if on_start is not None:
+                on_start(info.num_frames)
+        except BaseException:  # Ctrl-C included: no temporary of an opened sink is left
             for s in sinks:
                 s.abort()
             reader.close()
             raise
-        if on_start is not None:
-            on_start(info.num_frames)
         guard = _LiveSignals(reader) if (info.live and stop_on_signal) else contextlib.nullcontext()
         with guard:
             stats_run = stream(self.predictor, iter(reader), sinks, opacity=opacity, on_frame=on_frame)

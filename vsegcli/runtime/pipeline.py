@@ -181,11 +181,11 @@ def stream(
     decoder = _Thread("decode", decode, stop)
     workers = [_SinkWorker(s, stop) for s in sinks]
     need_overlay = any(isinstance(s, VideoSink) for s in sinks)
-    session = predictor.new_session()
     times = StageTimes()
     count = 0
     t_start = time.perf_counter()
     try:
+        session = predictor.new_session()  # inside: its failure aborts the sinks too
         decoder.start()
         for w in workers:
             w.thread.start()

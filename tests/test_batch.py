@@ -183,3 +183,21 @@ def test_sigterm_in_a_batch_exits_143_not_130(batch_dir, tmp_path, monkeypatch):
     assert r.exit_code == 143, r.output
     assert "SIGTERM" in r.stderr
     assert read_manifest(out / MANIFEST_NAME)[0]["status"] == "interrupted"
+
+
+def test_skip_existing_does_not_take_a_users_folder_for_finished_labels(tmp_path):
+    """--skip-existing: a labels folder counts as finished only when vseg wrote it (its manifest and
+    label PNGs), not any non-empty folder of that name."""
+    from vsegcli.io.outputs import write_labels_manifest
+    from vsegcli.runtime.batch import Job
+    from vsegcli.io.video.source import Source
+
+    labels = tmp_path / "labels" / "a"
+    labels.mkdir(parents=True)
+    (labels / "notes.txt").write_text("mine")
+    job = Job(0, Source("file", str(tmp_path / "a.mp4")), "a", labels_dir=labels)
+    assert not job.finished()
+    (labels / "notes.txt").unlink()
+    (labels / "000000.png").write_bytes(b"png")
+    write_labels_manifest(labels, frames=1)
+    assert job.finished()

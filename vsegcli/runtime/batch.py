@@ -120,13 +120,15 @@ class Job:
     def finished(self) -> bool:
         """Every output of this job is in place. Outputs appear only when complete (renamed from a
         hidden temporary), so an interrupted one is never mistaken for a finished one."""
+        from vsegcli.io.outputs import is_vseg_labels
         from vsegcli.report.document import report_paths
 
         outs = [p for p in (self.video, self.stats) if p is not None]
         if self.report is not None:
             outs += list(report_paths(self.report))
         if self.labels_dir is not None:
-            if not (self.labels_dir.is_dir() and any(self.labels_dir.iterdir())):
+            # vseg's own (manifest + label PNGs, renamed into place when complete), not any folder
+            if not (is_vseg_labels(self.labels_dir) and any(self.labels_dir.glob("*.png"))):
                 return False
         return bool(outs or self.labels_dir) and all(p.is_file() for p in outs)
 

@@ -287,3 +287,21 @@ def test_report_option_writes_html_and_json(small_ckpt, tmp_path, tiny_video):
     line = one_line_error(run(str(tiny_video), "--no-video", "--report", str(tmp_path / "r.html"), "-c", str(small_ckpt)))
     assert "exists" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.json"]
+
+
+@pytest.mark.parametrize("flag", [["-o", "out.avi"], ["--stats", "shares.txt"]])
+def test_output_name_refused_before_the_model_loads(tmp_path, monkeypatch, flag):
+    """A video or stats name the writers cannot write is one line, exit 2, before the model loads."""
+    from videogen import make_video
+
+    from vsegcli import api
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(api, "load", no_load)
+    monkeypatch.chdir(tmp_path)
+    make_video(tmp_path / "in.mp4", 64, 48, 2, fps=10)
+    r = CliRunner().invoke(cli, ["run", "in.mp4", *flag, "-m", "segformer-b0"])
+    assert r.exit_code == 2, r.output
+    assert flag[1] in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 LABELS_MANIFEST = ".vseg-labels.json"
+# What the writers accept (io.video.writer, runtime.stats), checked here before any work.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+STATS_SUFFIXES = (".csv", ".jsonl")
 _LABEL_PNG = re.compile(r"\d{6,}\.png\Z")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -238,6 +241,8 @@ def plan_outputs(
     for v in _many(video):
         plan.videos.append(check_file_output(v, "output video", inputs=ins, overwrite=overwrite,
                                              flag="-o/--output"))
+        if v.suffix.lower() not in VIDEO_SUFFIXES:
+            raise VsegError(f"cannot write video {v}: use a .mp4 (or .mov/.m4v/.mkv) file name")
     for d in _many(labels_dir):
         plan.labels_dirs.append(check_labels_folder(d, inputs=ins, overwrite=overwrite))
     for r in _many(report):
@@ -247,6 +252,8 @@ def plan_outputs(
         plan.reports.append((html, js))
     for s in _many(stats):
         plan.stats.append(check_file_output(s, "stats file", inputs=ins, overwrite=overwrite, flag="--stats path"))
+        if s.suffix.lower() not in STATS_SUFFIXES:
+            raise VsegError(f"--stats {s}: use a .csv or .jsonl file name")
     outs = plan.files()
     for i, (kind_a, a) in enumerate(outs):
         for kind_b, b in outs[i + 1:]:

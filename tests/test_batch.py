@@ -201,3 +201,14 @@ def test_skip_existing_does_not_take_a_users_folder_for_finished_labels(tmp_path
     (labels / "000000.png").write_bytes(b"png")
     write_labels_manifest(labels, frames=1)
     assert job.finished()
+
+
+def test_a_folder_where_the_manifest_goes_is_refused_before_any_work(batch_dir, tmp_path):
+    """The batch manifest is checked with the other outputs: one line, exit 2, nothing written
+    (it was a traceback after every input had been processed)."""
+    out = tmp_path / "out"
+    (out / MANIFEST_NAME).mkdir(parents=True)
+    r = CliRunner().invoke(cli, ["run", str(batch_dir / "a.mp4"), str(batch_dir / "b.mp4"), "-o", str(out), *RANDOM])
+    assert r.exit_code == 2, r.output
+    assert MANIFEST_NAME in r.stderr and "Traceback" not in r.output
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]

@@ -12,7 +12,7 @@ from vsegcli.cli._options import (
     quiet_option, runtime_option, threads_option,
 )
 from vsegcli.errors import VsegError
-from vsegcli.io.outputs import plan_outputs
+from vsegcli.io.outputs import check_file_output, plan_outputs
 from vsegcli.runtime.progress import FrameProgress
 
 
@@ -165,6 +165,9 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *ckpt_in],
                         video=[j.video for j in mine], labels_dir=[j.labels_dir for j in mine],
                         report=[j.report for j in mine], stats=[j.stats for j in mine], overwrite=overwrite)
+    if batch and dist.main:  # the manifest written at the end: a folder in its place fails now, not then
+        check_file_output(manifest_path(output or Path.cwd()), "batch manifest", overwrite=True,
+                          inputs=[j.source.path for j in jobs if j.source.kind in ("file", "folder")])
     if plan.removed:
         click.echo(f"note: removed {len(plan.removed)} temporary file(s) left by an interrupted run "
                    f"({', '.join(p.name for p in plan.removed)})", err=True)

@@ -212,3 +212,23 @@ def test_a_folder_where_the_manifest_goes_is_refused_before_any_work(batch_dir, 
     assert r.exit_code == 2, r.output
     assert MANIFEST_NAME in r.stderr and "Traceback" not in r.output
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]
+
+
+@pytest.mark.parametrize("where", ["-o into the folder", "cwd is the folder"])
+def test_batch_outputs_never_go_inside_the_input_folder(tmp_path, monkeypatch, where):
+    """A rerun would take outputs written into a batch folder for new inputs (a_seg_seg.mp4):
+    the folder is an input, and no output may lie inside an input."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    for i in range(2):
+        make_video(src / f"c{i}.mp4", 64, 48, 3, fps=10)
+    before = sorted(p.name for p in src.iterdir())
+    if where == "-o into the folder":
+        args = [str(src), "-o", str(src)]
+    else:
+        monkeypatch.chdir(src)
+        args = ["."]
+    r = CliRunner().invoke(cli, ["run", *args, *RANDOM, "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1 and "inside" in r.stderr
+    assert sorted(p.name for p in src.iterdir()) == before

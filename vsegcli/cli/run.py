@@ -162,7 +162,11 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     mine = shard(todo, dist.rank, dist.world)
     ckpt_in = [Path(checkpoint)] if checkpoint and "://" not in checkpoint else []
     # All outputs of all inputs checked before the model loads or a frame is decoded (io.outputs).
-    plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *ckpt_in],
+    # A folder named as a batch input counts as an input too: outputs never go inside it (a rerun
+    # would take them for new inputs).
+    batch_folders = [Path(s) for s in inputs if batch and not str(s).startswith("@") and Path(s).is_dir()]
+    plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *batch_folders,
+                         *ckpt_in],
                         video=[j.video for j in mine], labels_dir=[j.labels_dir for j in mine],
                         report=[j.report for j in mine], stats=[j.stats for j in mine], overwrite=overwrite)
     if batch and dist.main:  # the manifest written at the end: a folder in its place fails now, not then

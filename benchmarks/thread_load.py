@@ -10,10 +10,10 @@ policy, the loop's fps (the run's own `--json` "fps") idle and loaded (medians) 
 
 Policies are environment settings for the vseg process (libgomp reads OMP_WAIT_POLICY and
 GOMP_SPINCOUNT when torch is loaded) and/or extra `vseg run` arguments:
-    vseg       what vseg does by itself (no variables set: vseg sets OMP_WAIT_POLICY=PASSIVE)
+    vseg       what vseg does by itself (no variables set: vseg sets GOMP_SPINCOUNT=10000)
     spin       libgomp's own default: worker threads spin 300,000 rounds before sleeping
     passive    OMP_WAIT_POLICY=PASSIVE: idle OpenMP workers sleep at once
-    spin10k    GOMP_SPINCOUNT=10000: a short spin (tens of microseconds), then sleep
+    spin1k, spin10k, spin30k, spin100k   GOMP_SPINCOUNT=N: spin N rounds, then sleep
     threads1   --threads 1
     omp1       OMP_NUM_THREADS=1 (what the issue measured)
 """
@@ -36,7 +36,10 @@ POLICIES: dict[str, tuple[dict[str, str], list[str]]] = {
     "vseg": ({}, []),
     "spin": ({"GOMP_SPINCOUNT": "300000"}, []),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "spin1k": ({"GOMP_SPINCOUNT": "1000"}, []),
     "spin10k": ({"GOMP_SPINCOUNT": "10000"}, []),
+    "spin30k": ({"GOMP_SPINCOUNT": "30000"}, []),
+    "spin100k": ({"GOMP_SPINCOUNT": "100000"}, []),
     "threads1": ({}, ["--threads", "1"]),
     "omp1": ({"OMP_NUM_THREADS": "1"}, []),
 }

@@ -1,5 +1,5 @@
-"""Thread policy: idle OpenMP workers sleep (OMP_WAIT_POLICY=PASSIVE set before torch loads, unless
-the user chose), `--threads N` reaches torch, and both are reported in the run's JSON."""
+"""Thread policy: idle OpenMP workers spin briefly, then sleep (GOMP_SPINCOUNT=10000 set before torch
+loads, unless the user chose), `--threads N` reaches torch, and both are reported in the run's JSON."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vsegcli._omp import prefer_passive_wait
+from vsegcli._omp import prefer_short_spin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,14 +22,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_prefer_passive_wait_respects_the_user_and_a_loaded_torch():
+def test_prefer_short_spin_respects_the_user_and_a_loaded_torch():
     env: dict[str, str] = {}
-    assert prefer_passive_wait(env, torch_loaded=False) and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert prefer_short_spin(env, torch_loaded=False) and env == {"GOMP_SPINCOUNT": "10000"}
     for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}):
         env = dict(chosen)
-        assert not prefer_passive_wait(env, torch_loaded=False) and env == chosen
+        assert not prefer_short_spin(env, torch_loaded=False) and env == chosen
     env = {}
-    assert not prefer_passive_wait(env, torch_loaded=True) and env == {}  # too late: libgomp read it
+    assert not prefer_short_spin(env, torch_loaded=True) and env == {}  # too late: libgomp read it
 
 
 def _libgomp_spincount(code: str, **extra: str) -> str:
@@ -43,10 +43,10 @@ def _libgomp_spincount(code: str, **extra: str) -> str:
     return lines[0].split("=", 1)[1].strip().strip("'")
 
 
-def test_libgomp_sees_the_passive_policy_when_vseg_is_imported_first():
-    # vseg's default: idle workers sleep at once (spin count 0); libgomp's own default spins 300,000
-    assert _libgomp_spincount("import vsegcli, torch; torch.ones(64).sum()") == "0"
-    assert _libgomp_spincount("import torch, vsegcli; torch.ones(64).sum()") != "0"  # torch first: too late
+def test_libgomp_sees_the_short_spin_when_vseg_is_imported_first():
+    # vseg's default: a 10,000-round spin; libgomp's own default spins 300,000
+    assert _libgomp_spincount("import vsegcli, torch; torch.ones(64).sum()") == "10000"
+    assert _libgomp_spincount("import torch, vsegcli; torch.ones(64).sum()") != "10000"  # torch first: too late
     # a user's choice wins
     assert _libgomp_spincount("import vsegcli, torch; torch.ones(64).sum()", GOMP_SPINCOUNT="12345") == "12345"
 
@@ -62,7 +62,7 @@ def test_run_threads_option_reaches_torch_and_the_json(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
     assert data["threads"]["intra_op"] == 1
-    assert data["threads"]["omp_wait_policy"] == "PASSIVE" and data["threads"]["wait_policy_set_by"] == "vseg"
+    assert data["threads"]["gomp_spincount"] == "10000" and data["threads"]["wait_policy_set_by"] == "vseg"
     assert data["cuda_math"] is None  # CPU run
     assert len(list((tmp_path / "lab").glob("*.png"))) == 3
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from vsegcli._omp import prefer_passive_wait
+from vsegcli._omp import prefer_short_spin
 
-# Before anything imports torch: idle OpenMP workers sleep instead of spinning (vsegcli/runtime/threads.py).
-prefer_passive_wait()
+# Before anything imports torch: idle OpenMP workers spin briefly, then sleep (vsegcli/runtime/threads.py).
+prefer_short_spin()
 
 from vsegcli.errors import VsegError
 

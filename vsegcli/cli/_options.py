@@ -62,7 +62,7 @@ def threads_option() -> Callable[[F], F]:
     """`--threads N`: the model's CPU threads (`runtime.threads.set_threads`)."""
     return click.option("--threads", type=click.IntRange(min=1),
                         help="CPU threads for the model (default: one per core). Idle threads sleep "
-                             "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy machine does not stall the run.")
+                             "(GOMP_SPINCOUNT=10000 unless a wait policy is set), so a busy machine does not stall the run.")
 
 
 def fast_math_option() -> Callable[[F], F]:

@@ -578,3 +578,30 @@ def test_real_clip_streams_in_constant_memory():
         tracemalloc.stop()
     assert n == 250
     assert peak < 8 * frame_bytes
+
+
+def test_closing_a_decoder_leaves_no_crashed_log_thread():
+    """Closing a decoder while its log thread is blocked reading ffmpeg's stderr (what leaving a
+    video early does) must end that thread cleanly: closing the pipe under its readline crashed it
+    with a ValueError. A child that keeps logging stands in for ffmpeg."""
+    import threading
+    import time
+
+    from vsegcli.io.video.reader import _DecoderProcess
+
+    # ffmpeg stand-in whose log outlives it: a background loop keeps the stderr pipe open after the
+    # process itself is killed, so the log thread is still blocked in readline when close() runs.
+    chatty = ["sh", "-c", "while true; do echo 'frame= 1' >&2; sleep 0.01; done & sleep 30"]
+    crashes: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: crashes.append(args.exc_value)
+    try:
+        for _ in range(2):
+            proc = _DecoderProcess(chatty, stdin_source=False)
+            time.sleep(0.2)  # the log thread is reading
+            proc.close()
+            proc._log_thread.join(timeout=5)
+            assert not proc._log_thread.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert crashes == []

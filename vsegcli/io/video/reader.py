@@ -117,10 +117,13 @@ class _DecoderProcess:
 
     def _read_log(self) -> None:
         assert self.proc.stderr is not None
-        for raw in iter(self.proc.stderr.readline, b""):
-            self.log.feed(raw.decode("utf-8", "replace"))
-            if self.log.header_done:
-                self._header.set()
+        try:
+            for raw in iter(self.proc.stderr.readline, b""):
+                self.log.feed(raw.decode("utf-8", "replace"))
+                if self.log.header_done:
+                    self._header.set()
+        except (OSError, ValueError):  # the pipe was closed under us (a process that would not die)
+            pass
         self._header.set()  # ffmpeg ended: whoever waits must look at the log
 
     def wait_header(self, timeout: float, stop: threading.Event) -> bool:
@@ -161,17 +164,23 @@ class _DecoderProcess:
         proc = self.proc
         if proc.poll() is None:
             proc.kill()
-        for f in (proc.stdout, proc.stderr):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
+        try:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        except OSError:
+            pass
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        # ffmpeg has exited: its log ends with EOF, so the reader thread finishes on its own; the
+        # pipe is closed only after it (closing it under a blocked readline crashes that thread).
         self._log_thread.join(timeout=2)
+        try:
+            if proc.stderr is not None:
+                proc.stderr.close()
+        except OSError:
+            pass
 
 
 class FrameReader:

@@ -71,7 +71,8 @@ class Stepper:
                  channels_last: bool = False, to_host: bool = False) -> None:
         if mode not in MODES:
             raise VsegError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-        self.predictor = Predictor(model, list(mean), list(std), palette_for(model), device, precision)
+        self.predictor = Predictor(model, list(mean), list(std), palette_for(model), device, precision,
+                                   channels_last=channels_last)  # the bench's --channels-last decides
         self.model = model
         self.mode = mode
         self.device = device

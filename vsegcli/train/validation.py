@@ -27,7 +27,8 @@ def validate(model: nn.Module, cfg: TrainConfig, device: torch.device, d: Dist) 
     ls = get_label_set(cfg.dataset)
     was_training = model.training
     predictor = Predictor(model, IMAGENET_MEAN, IMAGENET_STD, Palette.from_list([list(c) for c in ls.palette]),
-                          device, cfg.precision if device.type == "cuda" else "fp32", size=cfg.base_short)
+                          device, cfg.precision if device.type == "cuda" else "fp32", size=cfg.base_short,
+                          channels_last=False)  # the training model's layout stays as it is
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():

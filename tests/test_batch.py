@@ -232,3 +232,36 @@ def test_batch_outputs_never_go_inside_the_input_folder(tmp_path, monkeypatch, w
     assert r.exit_code == 2, r.output
     assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1 and "inside" in r.stderr
     assert sorted(p.name for p in src.iterdir()) == before
+
+
+@pytest.mark.parametrize("where", ["cwd is the folder, -o a sub-folder", "-o a sub-folder of the folder"])
+def test_batch_outputs_in_a_sub_folder_of_the_input_folder_are_fine(tmp_path, monkeypatch, where):
+    """Only what lies directly in a batch folder is an input of a rerun (its videos and folders of
+    images): `cd videos && vseg run . -o out/` is not refused, and the rerun skips it all."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    for i in range(2):
+        make_video(src / f"c{i}.mp4", 64, 48, 3, fps=10)
+    if where.startswith("cwd"):
+        monkeypatch.chdir(src)
+        args = [".", "-o", "out"]
+    else:
+        args = [str(src), "-o", str(src / "out")]
+    r = CliRunner().invoke(cli, ["run", *args, *RANDOM, "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (src / "out").iterdir()) == ["c0_seg.mp4", "c1_seg.mp4", MANIFEST_NAME]
+    assert sorted(s.name for s in expand_inputs([str(src)])[0]) == ["c0", "c1"]  # out/ is no input
+    r = CliRunner().invoke(cli, ["run", *args, *RANDOM, "--quiet", "--skip-existing"])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_glob_rerun_refuses_outputs_inside_a_folder_it_matches(tmp_path, monkeypatch):
+    """`vseg run '*' -o out/`: on the rerun the glob matches out/, a batch folder holding the first
+    run's outputs; writing them again there is refused rather than taking them for inputs."""
+    monkeypatch.chdir(tmp_path)
+    make_video(tmp_path / "c0.mp4", 64, 48, 3, fps=10)
+    (tmp_path / "out").mkdir()
+    make_video(tmp_path / "out" / "c0_seg.mp4", 64, 48, 3, fps=10)  # what the first run wrote
+    r = CliRunner().invoke(cli, ["run", "*", "-o", "out", *RANDOM, "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert "inside the input folder out" in r.stderr

@@ -1,6 +1,7 @@
 """`vseg run`: segment videos or image folders into overlay videos, label PNGs and reports."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,21 @@ def _free_name(path: Path) -> Path:
     while (candidate := path.with_name(f"{stem}_seg-{k}{path.suffix}")).exists():
         k += 1
     return candidate
+
+
+def _refuse_outputs_in_batch_folders(jobs: list[Any], folders: list[Path]) -> None:
+    """A batch folder's inputs are its videos and its sub-folders of images (runtime.batch): an
+    overlay video or a labels folder written directly into it would be taken for a new input by a
+    rerun. Deeper (videos/out/) is fine: sub-folders of sub-folders are not looked into."""
+    real = {Path(os.path.realpath(f)): f for f in folders}
+    for job in jobs:
+        for what, path in (("output video", job.video), ("labels folder", job.labels_dir)):
+            if path is None:
+                continue
+            folder = real.get(Path(os.path.realpath(path)).parent)
+            if folder is not None:
+                raise VsegError(f"{what} {path} lies inside the input folder {folder} (a rerun would take it "
+                                "for an input); choose a path outside it, e.g. a sub-folder")
 
 
 def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None, report: Path | None,
@@ -152,7 +168,9 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     console, show = _console(quiet)
     jobs, batch = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)
     from vsegcli.distributed import Dist, all_gather_object, barrier, finish, init_distributed
-    from vsegcli.runtime.batch import EXIT_SOME_FAILED, ManifestEntry, manifest_path, shard, write_manifest
+    from vsegcli.runtime.batch import (
+        EXIT_SOME_FAILED, ManifestEntry, batch_folders, manifest_path, shard, write_manifest,
+    )
 
     dist = init_distributed(device) if batch else Dist()
     if dist.enabled:
@@ -162,11 +180,9 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     mine = shard(todo, dist.rank, dist.world)
     ckpt_in = [Path(checkpoint)] if checkpoint and "://" not in checkpoint else []
     # All outputs of all inputs checked before the model loads or a frame is decoded (io.outputs).
-    # A folder named as a batch input counts as an input too: outputs never go inside it (a rerun
-    # would take them for new inputs).
-    batch_folders = [Path(s) for s in inputs if batch and not str(s).startswith("@") and Path(s).is_dir()]
-    plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *batch_folders,
-                         *ckpt_in],
+    if batch:
+        _refuse_outputs_in_batch_folders(mine, batch_folders(inputs))
+    plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *ckpt_in],
                         video=[j.video for j in mine], labels_dir=[j.labels_dir for j in mine],
                         report=[j.report for j in mine], stats=[j.stats for j in mine], overwrite=overwrite)
     if batch and dist.main:  # the manifest written at the end: a folder in its place fails now, not then

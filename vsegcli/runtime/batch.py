@@ -102,6 +102,29 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[list[Source], boo
     return sources, batch
 
 
+def batch_folders(specs: list[str] | tuple[str, ...]) -> list[Path]:
+    """The folders whose contents `expand_inputs` takes as inputs: each folder named (or matched by
+    a glob) that is a batch folder, not an image sequence. A video or an image folder written
+    directly into one would be a new input on a rerun; its sub-folders are not looked into."""
+    found: list[Path] = []
+    for spec in map(str, specs):
+        if spec.startswith("@"):
+            continue  # a list names its inputs one by one; a folder there is an image sequence
+        if os.path.isdir(spec):
+            candidates = [spec]
+        elif not os.path.exists(spec) and glob.has_magic(spec):
+            candidates = [m for m in sorted(glob.glob(spec)) if os.path.isdir(m)]
+        else:
+            continue
+        for c in candidates:
+            try:
+                if _folder_inputs(Path(c)) is not None:
+                    found.append(Path(c))
+            except OSError:
+                continue
+    return found
+
+
 @dataclass
 class Job:
     """One input of a batch and where its outputs go."""

@@ -265,3 +265,17 @@ def test_a_glob_rerun_refuses_outputs_inside_a_folder_it_matches(tmp_path, monke
     r = CliRunner().invoke(cli, ["run", "*", "-o", "out", *RANDOM, "--quiet"])
     assert r.exit_code == 2, r.output
     assert "inside the input folder out" in r.stderr
+
+
+def test_a_glob_input_refuses_outputs_it_would_match(tmp_path, monkeypatch):
+    """'videos/*.mp4' -o videos/: the rerun's glob would match c0_seg.mp4 (an input); a
+    sub-folder is fine."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    make_video(tmp_path / "videos" / "c0.mp4", 64, 48, 3, fps=10)
+    r = CliRunner().invoke(cli, ["run", "videos/*.mp4", "-o", "videos", *RANDOM, "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert "matches the input pattern videos/*.mp4" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["c0.mp4"]
+    r = CliRunner().invoke(cli, ["run", "videos/*.mp4", "-o", "videos/out", *RANDOM, "--quiet"])
+    assert r.exit_code == 0, r.output

@@ -38,19 +38,32 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
-def _refuse_outputs_in_batch_folders(jobs: list[Any], folders: list[Path]) -> None:
+def _refuse_outputs_in_batch_folders(jobs: list[Any], inputs: tuple[str, ...]) -> None:
     """A batch folder's inputs are its videos and its sub-folders of images (runtime.batch): an
     overlay video or a labels folder written directly into it would be taken for a new input by a
-    rerun. Deeper (videos/out/) is fine: sub-folders of sub-folders are not looked into."""
-    real = {Path(os.path.realpath(f)): f for f in folders}
+    rerun. Deeper (videos/out/) is fine: sub-folders of sub-folders are not looked into. Likewise
+    an output that a glob input matches ('videos/*.mp4' -o videos/)."""
+    import glob
+    from pathlib import PurePath
+
+    from vsegcli.runtime.batch import batch_folders
+
+    real = {Path(os.path.realpath(f)): f for f in batch_folders(inputs)}
+    patterns = [(spec, os.path.join(os.path.realpath(os.getcwd()), spec)) for spec in map(str, inputs)
+                if not spec.startswith("@") and not os.path.exists(spec) and glob.has_magic(spec)]
     for job in jobs:
         for what, path in (("output video", job.video), ("labels folder", job.labels_dir)):
             if path is None:
                 continue
-            folder = real.get(Path(os.path.realpath(path)).parent)
+            out = Path(os.path.realpath(path))
+            folder = real.get(out.parent)
             if folder is not None:
                 raise VsegError(f"{what} {path} lies inside the input folder {folder} (a rerun would take it "
                                 "for an input); choose a path outside it, e.g. a sub-folder")
+            for spec, pattern in patterns:
+                if PurePath(out).match(os.path.normpath(pattern)):
+                    raise VsegError(f"{what} {path} matches the input pattern {spec} (a rerun would take it "
+                                    "for an input); choose a path outside it")
 
 
 def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None, report: Path | None,
@@ -169,7 +182,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     jobs, batch = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)
     from vsegcli.distributed import Dist, all_gather_object, barrier, finish, init_distributed
     from vsegcli.runtime.batch import (
-        EXIT_SOME_FAILED, ManifestEntry, batch_folders, manifest_path, shard, write_manifest,
+        EXIT_SOME_FAILED, ManifestEntry, manifest_path, shard, write_manifest,
     )
 
     dist = init_distributed(device) if batch else Dist()
@@ -181,7 +194,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     ckpt_in = [Path(checkpoint)] if checkpoint and "://" not in checkpoint else []
     # All outputs of all inputs checked before the model loads or a frame is decoded (io.outputs).
     if batch:
-        _refuse_outputs_in_batch_folders(mine, batch_folders(inputs))
+        _refuse_outputs_in_batch_folders(mine, inputs)
     plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *ckpt_in],
                         video=[j.video for j in mine], labels_dir=[j.labels_dir for j in mine],
                         report=[j.report for j in mine], stats=[j.stats for j in mine], overwrite=overwrite)

@@ -61,7 +61,7 @@ def runtime_option() -> Callable[[F], F]:
 def threads_option() -> Callable[[F], F]:
     """`--threads N`: the model's CPU threads (`runtime.threads.set_threads`)."""
     return click.option("--threads", type=click.IntRange(min=1),
-                        help="CPU threads for the model (default: one per core). Idle threads sleep "
+                        help="CPU threads for the model (default: one per core). Idle threads spin briefly, then sleep "
                              "(GOMP_SPINCOUNT=10000 unless a wait policy is set), so a busy machine does not stall the run.")
 
 

@@ -50,7 +50,8 @@ def _refuse_outputs_in_batch_folders(jobs: list[Any], inputs: tuple[str, ...]) -
 
     real = {Path(os.path.realpath(f)): f for f in batch_folders(inputs)}
     patterns = [(spec, os.path.join(os.path.realpath(os.getcwd()), spec)) for spec in map(str, inputs)
-                if not spec.startswith("@") and not os.path.exists(spec) and glob.has_magic(spec)]
+                if not spec.startswith("@") and "://" not in spec and not os.path.exists(spec)
+                and glob.has_magic(spec)]
     for job in jobs:
         for what, path in (("output video", job.video), ("labels folder", job.labels_dir)):
             if path is None:

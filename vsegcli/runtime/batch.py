@@ -108,8 +108,8 @@ def batch_folders(specs: list[str] | tuple[str, ...]) -> list[Path]:
     directly into one would be a new input on a rerun; its sub-folders are not looked into."""
     found: list[Path] = []
     for spec in map(str, specs):
-        if spec.startswith("@"):
-            continue  # a list names its inputs one by one; a folder there is an image sequence
+        if spec.startswith("@") or "://" in spec:
+            continue  # a URL is no folder; a list names its inputs one by one; a folder there is an image sequence
         if os.path.isdir(spec):
             candidates = [spec]
         elif not os.path.exists(spec) and glob.has_magic(spec):

@@ -279,3 +279,49 @@ def test_a_glob_input_refuses_outputs_it_would_match(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["c0.mp4"]
     r = CliRunner().invoke(cli, ["run", "videos/*.mp4", "-o", "videos/out", *RANDOM, "--quiet"])
     assert r.exit_code == 0, r.output
+
+
+def test_run_jobs_as_a_library(tmp_path):
+    """runtime.batch.run_jobs without the CLI: a failing input is recorded and the batch goes on;
+    an interruption writes the manifest of what finished and re-raises the very exception."""
+    from vsegcli.distributed import Dist
+    from vsegcli.io.video.source import parse_source
+    from vsegcli.runtime.batch import Job, JobEvents, run_jobs
+
+    class Interrupted(KeyboardInterrupt):
+        pass
+
+    stop = Interrupted()
+
+    class FakeSegmenter:
+        def run(self, source, **kw):
+            kw["on_start"](3)
+            if source.name == "bad":
+                raise ValueError("broken input")
+            if source.name == "stop":
+                raise stop
+            return {"frames": 3, "fps": 1.0}
+
+    class Seen(JobEvents):
+        def __init__(self):
+            self.log = []
+
+        def written(self, job, summary):
+            self.log.append(("written", job.source.name))
+
+        def failed(self, job, message):
+            self.log.append(("failed", message))
+
+    def job(i, name):
+        return Job(i, parse_source(str(tmp_path / f"{name}.mp4")), name, None, None, None, None)
+
+    seen = Seen()
+    out = run_jobs(FakeSegmenter(), [job(0, "a"), job(1, "bad"), job(2, "c")], [], batch=True, dist=Dist(),
+                   out_dir=tmp_path, run_options={}, events=seen)
+    assert seen.log == [("written", "a"), ("failed", "ValueError: broken input"), ("written", "c")]
+    assert [e["status"] for e in read_manifest(out.manifest)] == ["ok", "failed", "ok"] and len(out.results) == 2
+    with pytest.raises(Interrupted) as caught:
+        run_jobs(FakeSegmenter(), [job(0, "a"), job(1, "stop"), job(2, "c")], [], batch=True, dist=Dist(),
+                 out_dir=tmp_path / "second", run_options={})
+    assert caught.value is stop
+    assert [e["status"] for e in read_manifest(tmp_path / "second" / MANIFEST_NAME)] == ["ok", "interrupted"]

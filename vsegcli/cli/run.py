@@ -14,6 +14,7 @@ from vsegcli.cli._options import (
 )
 from vsegcli.errors import VsegError
 from vsegcli.io.outputs import check_file_output, plan_outputs
+from vsegcli.runtime.batch import JobEvents
 from vsegcli.runtime.progress import FrameProgress
 
 
@@ -181,10 +182,8 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     device = device_for(device, gpu)
     console, show = _console(quiet)
     jobs, batch = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)
-    from vsegcli.distributed import Dist, all_gather_object, barrier, finish, init_distributed
-    from vsegcli.runtime.batch import (
-        EXIT_SOME_FAILED, ManifestEntry, manifest_path, shard, write_manifest,
-    )
+    from vsegcli.distributed import Dist, finish, init_distributed
+    from vsegcli.runtime.batch import EXIT_SOME_FAILED, manifest_path, run_jobs, shard
 
     dist = init_distributed(device) if batch else Dist()
     if dist.enabled:
@@ -222,62 +221,20 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     if seg.info.ignored_keys and not quiet and dist.main:
         console.print(f"note: {len(seg.info.ignored_keys)} unused upstream keys ignored "
                       f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in seg.info.ignored_keys}))})")
-    results: list[dict[str, Any]] = []
-    entries = [ManifestEntry(str(j.source), "skipped", [str(p) for p in j.outputs()], index=j.index).to_dict()
-               for j in skipped] if dist.main else []
     if skipped and not quiet and dist.main:
         console.print(f"skipping {len(skipped)} input(s) whose outputs are complete (--skip-existing)")
-    interrupted: KeyboardInterrupt | None = None
-    for job in mine:
-        progress = FrameProgress(show, console)
-        try:
-            summary = seg.run(
-                job.source, output=job.video, labels_dir=job.labels_dir, color_labels=color_labels,
-                opacity=opacity, start=start, max_frames=max_frames, stride=stride, overwrite=overwrite,
-                report=job.report, hwaccel=hwaccel, legend=not no_legend, classes=classes, stats=job.stats,
-                duration=duration, read_timeout=read_timeout, reconnect=reconnect,
-                on_start=lambda total, s=job.source: progress.start(s.name, total), on_frame=progress.update,
-            )
-        except KeyboardInterrupt as exc:
-            progress.stop()
-            if not batch:
-                raise
-            entries.append(ManifestEntry(str(job.source), "interrupted", index=job.index, rank=dist.rank).to_dict())
-            interrupted = exc  # re-raised below: SIGTERM/SIGHUP keep their exit status (143/129)
-            break
-        except Exception as exc:  # noqa: BLE001 - a batch reports the input and goes on
-            progress.stop()
-            if not batch:
-                raise
-            message = str(exc) if isinstance(exc, VsegError) else f"{type(exc).__name__}: {exc}"
-            click.echo(f"Error: {job.source}: {message}" if str(job.source) not in message else f"Error: {message}",
-                       err=True)
-            entries.append(ManifestEntry(str(job.source), "failed", index=job.index, rank=dist.rank,
-                                         error=message).to_dict())
-            continue
-        progress.stop()
-        results.append(summary)
-        _warn_damaged(job.source, summary)  # even with --quiet: these outputs miss frames
+    run_options = dict(color_labels=color_labels, opacity=opacity, start=start, max_frames=max_frames, stride=stride,
+                       overwrite=overwrite, hwaccel=hwaccel, legend=not no_legend, classes=classes,
+                       duration=duration, read_timeout=read_timeout, reconnect=reconnect)
+    try:
+        outcome = run_jobs(seg, mine, skipped, batch=batch, dist=dist, out_dir=output or Path.cwd(),
+                           run_options=run_options, events=_Events(console, show, quiet))
+    except KeyboardInterrupt as exc:
         if batch:
-            entries.append(ManifestEntry.from_summary(job, summary, dist.rank).to_dict())
-        if not quiet:
-            _print_summary(console, job.source, summary)
-    manifest = None
-    if batch:
-        if interrupted is not None or not dist.enabled:
-            gathered = [entries]
-        else:
-            gathered = all_gather_object(entries, dist)
-            results = [r for part in all_gather_object(results, dist) for r in part]
-        entries = [e for part in gathered for e in part]
-        out_dir = output or Path.cwd()
-        if dist.main:
-            manifest = write_manifest(manifest_path(out_dir), entries)
-        if interrupted is not None:
-            click.echo(f"Interrupted: the finished inputs are kept ({manifest}); rerun with --skip-existing "
-                       "to resume.", err=True)
-            raise interrupted
-        barrier(dist)
+            click.echo(f"Interrupted: the finished inputs are kept ({getattr(exc, 'manifest', None)}); rerun "
+                       "with --skip-existing to resume.", err=True)
+        raise
+    results, entries, manifest = outcome.results, outcome.entries, outcome.manifest
     failed = [e for e in entries if e["status"] == "failed"]
     if as_json and dist.main:
         echo_json({
@@ -301,6 +258,34 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     finish(dist)
     if failed:
         click.get_current_context().exit(EXIT_SOME_FAILED)
+
+
+class _Events(JobEvents):
+    """What `vseg run` shows per input: progress on a terminal, decoder damage (even with
+    --quiet), a batch input's error, the one-line summary."""
+
+    def __init__(self, console: Any, show: bool, quiet: bool) -> None:
+        self.console, self.show, self.quiet = console, show, quiet
+        self.progress = FrameProgress(False, console)
+
+    def started(self, job: Any, total: int | None) -> None:
+        self.progress = FrameProgress(self.show, self.console)
+        self.progress.start(job.source.name, total)
+
+    def frame(self, done: int) -> None:
+        self.progress.update(done)
+
+    def stopped(self, job: Any) -> None:
+        self.progress.stop()
+
+    def failed(self, job: Any, message: str) -> None:
+        click.echo(f"Error: {job.source}: {message}" if str(job.source) not in message else f"Error: {message}",
+                   err=True)
+
+    def written(self, job: Any, summary: dict[str, Any]) -> None:
+        _warn_damaged(job.source, summary)  # even with --quiet: these outputs miss frames
+        if not self.quiet:
+            _print_summary(self.console, job.source, summary)
 
 
 def _warn_damaged(src: object, summary: dict[str, Any]) -> None:

@@ -233,3 +233,95 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(ln) for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+class JobEvents:
+    """What the caller shows while `run_jobs` works (the CLI prints; the library stays silent).
+    Every method is optional to override."""
+
+    def started(self, job: Job, total: int | None) -> None:
+        """Called once the input's frame count is known (None: a live source)."""
+
+    def frame(self, done: int) -> None:
+        """Called after each frame of the current input."""
+
+    def stopped(self, job: Job) -> None:
+        """The current input ended (written, failed or interrupted)."""
+
+    def written(self, job: Job, summary: dict[str, Any]) -> None:
+        """An input's outputs are complete."""
+
+    def failed(self, job: Job, message: str) -> None:
+        """A batch input failed; the batch goes on."""
+
+
+@dataclass
+class BatchOutcome:
+    """What `run_jobs` did: the summaries of the written inputs (every rank's, on every rank),
+    the manifest entries (skipped ones included) and where the manifest went (batches only)."""
+
+    results: list[dict[str, Any]]
+    entries: list[dict[str, Any]]
+    manifest: Path | None = None
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e["status"] == "failed"]
+
+
+def run_jobs(seg: Any, mine: list[Job], skipped: list[Job], *, batch: bool, dist: Any, out_dir: Path,
+             run_options: dict[str, Any], events: JobEvents | None = None) -> BatchOutcome:
+    """Run this process's jobs through `seg.run` (an `api.VideoSegmenter`).
+
+    One input (not a batch): its error or interruption propagates unchanged. A batch reports a
+    failed input and goes on; an interruption (Ctrl-C, SIGTERM, SIGHUP) stops the batch, writes
+    the manifest of what finished (so `--skip-existing` resumes) and is re-raised as it came, so
+    the exit status stays the signal's. Under torchrun (`dist`) rank 0 merges every rank's entries
+    into one manifest in input order."""
+    from vsegcli.distributed import all_gather_object, barrier
+
+    events = events or JobEvents()
+    results: list[dict[str, Any]] = []
+    entries = [ManifestEntry(str(j.source), "skipped", [str(p) for p in j.outputs()], index=j.index).to_dict()
+               for j in skipped] if dist.main else []
+    interrupted: KeyboardInterrupt | None = None
+    for job in mine:
+        try:
+            summary = seg.run(job.source, output=job.video, labels_dir=job.labels_dir, report=job.report,
+                              stats=job.stats, on_start=lambda total, j=job: events.started(j, total),
+                              on_frame=events.frame, **run_options)
+        except KeyboardInterrupt as exc:
+            events.stopped(job)
+            if not batch:
+                raise
+            entries.append(ManifestEntry(str(job.source), "interrupted", index=job.index, rank=dist.rank).to_dict())
+            interrupted = exc
+            break
+        except Exception as exc:  # noqa: BLE001 - a batch reports the input and goes on
+            events.stopped(job)
+            if not batch:
+                raise
+            message = str(exc) if isinstance(exc, VsegError) else f"{type(exc).__name__}: {exc}"
+            events.failed(job, message)
+            entries.append(ManifestEntry(str(job.source), "failed", index=job.index, rank=dist.rank,
+                                         error=message).to_dict())
+            continue
+        events.stopped(job)
+        results.append(summary)
+        if batch:
+            entries.append(ManifestEntry.from_summary(job, summary, dist.rank).to_dict())
+        events.written(job, summary)
+    if not batch:
+        return BatchOutcome(results, entries)
+    if interrupted is not None or not dist.enabled:
+        gathered = [entries]
+    else:
+        gathered = all_gather_object(entries, dist)
+        results = [r for part in all_gather_object(results, dist) for r in part]
+    entries = [e for part in gathered for e in part]
+    manifest = write_manifest(manifest_path(out_dir), entries) if dist.main else None
+    if interrupted is not None:
+        interrupted.manifest = manifest  # type: ignore[attr-defined]  # the CLI names it
+        raise interrupted
+    barrier(dist)
+    return BatchOutcome(results, entries, manifest)

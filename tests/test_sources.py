@@ -277,3 +277,34 @@ def test_live_first_signal_keeps_outputs_even_after_the_stream_ended():
     assert calls == []  # first signal: outputs kept
     guard._handler(signal.SIGINT, None)
     assert calls == [signal.SIGINT]  # second: the previous handler (abort)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reconnect", [True, False])
+def test_reconnect_reopens_a_dropped_stream(clip, tmp_path, reconnect):
+    """A server that goes away and comes back on the same address: with --reconnect the run goes
+    on with the second connection's frames; without it, the run ends with the first's."""
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    first = _serve(clip, f"{url}?listen=1", [])
+    try:
+        time.sleep(0.5)
+        run = subprocess.Popen([*VSEG, url, "--no-video", "--labels-dir", str(tmp_path / "lab"), "--json",
+                                *(["--reconnect"] if reconnect else []), "--read-timeout", "5", *RANDOM],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first.wait(timeout=30)  # 40 frames played in real time, then the server is gone
+        second = _serve(clip, f"{url}?listen=1", [])
+        try:
+            out, err = run.communicate(timeout=90)
+        finally:
+            _stop(second)
+    finally:
+        _stop(first)
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    frames = json.loads(out)["runs"][0]["frames"]
+    if reconnect:
+        assert frames > 45, frames  # the first connection's 40 frames and the second's
+    else:
+        assert frames <= 40, frames

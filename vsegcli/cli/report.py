@@ -1,4 +1,4 @@
-"""`vseg report ...`: read consistency reports (report.json) written by `vseg run --report`."""
+"""`vseg report ...`: read consistency reports (NAME.json) written by `vseg run --report`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,13 +34,13 @@ def _fmt(value: float | None, fraction: bool) -> str:
 def compare(reports: tuple[Path, ...], as_json: bool) -> None:
     """Compare consistency reports side by side (the best value per row in green).
 
-    REPORTS are report.json files (a report.html finds the .json beside it). Runs on the same
+    REPORTS are the .json files of reports (a report .html finds the .json beside it). Runs on the same
     clip show which model is steadier, e.g. a temporal model against its per-frame baseline.
 
     \b
     Examples:
       vseg report compare segformer.json stt.json
-      vseg report compare runs/*/report.json --json
+      vseg report compare runs/*.json --json
     """
     from vsegcli.errors import VsegError
 

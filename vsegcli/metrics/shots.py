@@ -33,7 +33,7 @@ shots of near-identical colours and layout can be missed; an insert of at most L
 two views of the same scene counts as a flash; a flash in the last L frames of a video, with
 nothing after it to return to, counts as a cut.
 
-Cost: about 0.3 ms per 640x272 frame on one core (features once per frame; a decision compares
+Cost: 0.15–0.3 ms per 640x272 frame on one core (benchmarks/profile_run.py: 0.15) (features once per frame; a decision compares
 2L+1 thumbnail pairs).
 """
 from __future__ import annotations

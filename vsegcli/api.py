@@ -318,14 +318,22 @@ class _OverlaySink(VideoSink):
         self.names = names
         self.legend = legend
         self.only = only
+        # `--classes` as a per-label lookup table (labels are uint8), built once per run.
+        self._keep: np.ndarray | None = None
+        if only is not None:
+            self._keep = np.zeros(256, dtype=bool)
+            self._keep[[i for i in only if 0 <= i < 256]] = True
         self.writer: Any = None if live_reader is not None else make_writer(fps)
         self._held: list[np.ndarray] = []
 
     def _image(self, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray | None) -> np.ndarray:
-        image = np.array(blended if blended is not None else frame, copy=True)
-        if self.only is not None:
-            keep = np.isin(labels, self.only)
-            image[~keep] = frame[~keep]
+        image = blended if blended is not None else frame
+        if self._keep is None and not self.legend:
+            return image  # nothing drawn: no copy (the arrays are shared with the other sinks)
+        image = np.array(image, copy=True)
+        if self._keep is not None:
+            drop = ~self._keep[labels]
+            image[drop] = frame[drop]
         if self.legend:
             draw_legend(image, legend_entries(labels, len(self.names), self.only), self.names, self.palette)
         return image

@@ -5,6 +5,8 @@ returns the blended uint8 frame, so a GPU run never copies float logits or colou
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -157,6 +159,14 @@ def legend_box(height: int, width: int, n: int) -> tuple[int, int, int, int, flo
     return 4, 4, max(40, width // 3), row, scale, swatch
 
 
+@functools.lru_cache(maxsize=1024)
+def _text_width(text: str, scale: float, thick: int) -> int:
+    """Pixel width of a legend label: the same few names at one scale every frame, so measured once."""
+    import cv2
+
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0]
+
+
 def draw_legend(image: np.ndarray, entries: list[int], names: list[str], palette: Palette,
                 max_rows: int | None = None) -> np.ndarray:
     """Draw the legend (colour swatch + class name per visible class) into `image` (H, W, 3 RGB uint8,
@@ -171,7 +181,7 @@ def draw_legend(image: np.ndarray, entries: list[int], names: list[str], palette
     if rows == 0:
         return image
     thick = 1
-    text_w = max(cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for i in entries[:rows])
+    text_w = max(_text_width(names[i], scale, thick) for i in entries[:rows])
     box_w = min(w - x0, max(box_w // 2, swatch + 8 + text_w + 4))
     y1 = min(h, y0 + rows * row + 4)
     region = image[y0:y1, x0:x0 + box_w]

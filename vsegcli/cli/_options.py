@@ -36,8 +36,11 @@ def gpu_option() -> Callable[[F], F]:
 
 
 def device_for(device: str, gpu: int | None) -> str:
-    """The device string that --device and --gpu ask for together (--gpu wins)."""
-    return device if gpu is None else f"cuda:{gpu}"
+    """The device string that --device and --gpu ask for together (`runtime.device.merge_gpu`:
+    they must agree when both are given, as for `vseg bench`)."""
+    from vsegcli.runtime.device import merge_gpu
+
+    return merge_gpu(device, gpu)
 
 
 def precision_option() -> Callable[[F], F]:

@@ -39,14 +39,20 @@ def select_device(spec: str | int | None) -> torch.device:
     return torch.device(spec)
 
 
-def resolve_device(device: str | int | None = "auto", gpu: int | None = None) -> tuple[torch.device, str | None]:
-    """`--device` and `--gpu N` (which must agree when both are given) -> the device and, for
-    'auto' on a machine without CUDA, a note saying the CPU is what gets measured."""
+def merge_gpu(device: str | int | None, gpu: int | None) -> str:
+    """The device spec that `--device` and `--gpu N` ask for together (they must agree when both
+    are given): 'cuda:N' for --gpu N, else --device (None -> 'auto')."""
     if gpu is not None:
         if device not in (None, "auto") and str(device).lower() not in (f"cuda:{gpu}", str(gpu)):
             raise VsegError(f"--gpu {gpu} and --device {device} disagree; give one of them")
         device = f"cuda:{gpu}"
-    spec = "auto" if device is None else str(device).strip().lower()
+    return "auto" if device is None else str(device).strip().lower()
+
+
+def resolve_device(device: str | int | None = "auto", gpu: int | None = None) -> tuple[torch.device, str | None]:
+    """`--device` and `--gpu N` (which must agree when both are given) -> the device and, for
+    'auto' on a machine without CUDA, a note saying the CPU is what gets measured."""
+    spec = merge_gpu(device, gpu)
     dev = select_device(spec)
     note = None
     if spec == "auto" and dev.type == "cpu":

@@ -259,7 +259,10 @@ def test_backbone_weights_load_through_the_backbone(tmp_path: Path) -> None:
     model = build_model("segformer-b0", 11)
     cfg = TrainConfig("segformer-b0", "camvid", tmp_path, tmp_path, backbone_weights=str(path))
     notes: list[str] = []
-    assert initialise(model, cfg, notes.append) == {"init": f"imagenet:{path}"}
+    from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+
+    assert initialise(model, cfg, notes.append) == {"init": f"imagenet:{path}", "input_mean": IMAGENET_MEAN,
+                                                    "input_std": IMAGENET_STD}  # MiT: ImageNet mean/std
     for k, v in source.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v)
     with pytest.raises(VsegError, match="MiT-B1 encoder"):

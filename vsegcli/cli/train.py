@@ -72,6 +72,10 @@ def _dilation(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--num-frames", type=click.IntRange(min=0), help="STT: earlier frames attended to (T). Default: the architecture's.")
 @click.option("--max-gap", type=click.IntRange(min=1), default=2, show_default=True,
               help="Clip frames are 1..N frames apart (random), going back from the target.")
+@click.option("--synthetic-motion", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True, metavar="P",
+              help="Temporal models: make this share of clips from one labelled frame moved along a smooth random "
+                   "camera path (pan, zoom, roll), its labels warped with it — frame-to-frame motion that datasets "
+                   "labelled 1 s apart (CamVid) lack.")
 @click.option("--dilation", callback=_dilation, metavar="A,B,C",
               help="MRCFA: reference frame offsets, e.g. -9,-6,-3 (default; CamVid: -3,-2,-1 = the previous "
                    "three labelled frames). Stored in the checkpoint: inference uses the same.")

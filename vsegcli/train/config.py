@@ -102,6 +102,7 @@ class TrainConfig:
     dilation: tuple[int, ...] | None = None  # MRCFA reference offsets; default by dataset
     freeze: tuple[str, ...] = ()  # module names (e.g. backbone, decode_head) kept fixed, BN in eval mode
     max_gap: int = 2  # random gaps 1..max_gap between clip frames
+    synthetic_motion: float = 0.0  # share of clips made from one labelled frame by a camera path (train/motion.py)
     device: str = "auto"
     workers: int | None = None
     json_log: bool = False
@@ -168,6 +169,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         (out.val_every >= 0 and out.save_every >= 1 and out.log_every >= 1,
          "--val-every must be >= 0 and the save/log intervals >= 1"),
         (out.max_gap >= 1, "--max-gap must be at least 1"),
+        (0.0 <= out.synthetic_motion <= 1.0, "--synthetic-motion is a probability: 0 to 1"),
         (0 < out.scale_range[0] <= out.scale_range[1], "the scale range must be 0 < min <= max"),
         (out.stop_after is None or out.stop_after >= 1, "--stop-after must be at least 1"),
         (all(isinstance(n, str) and n.strip() for n in out.freeze), "--freeze takes module names, e.g. backbone"),
@@ -189,6 +191,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
                 raise VsegError("MRCFA always attends to 3 reference frames (--dilation says which); drop --num-frames")
         elif cfg.num_frames != 0:
             raise VsegError(f"{cfg.arch} is a per-frame model: it takes no earlier frames; drop --num-frames")
+    if out.synthetic_motion > 0 and not arch.temporal:
+        raise VsegError(f"--synthetic-motion makes clips for temporal models; {cfg.arch} is per-frame")
     if cfg.dilation is not None:
         from vsegcli.models.mrcfa import check_dilation
 

@@ -15,6 +15,7 @@ import torch
 
 from vsegcli.errors import VsegError
 from vsegcli.train.clips import AugmentParams, ClipSpec, augment_clip, clip_positions, draw_reverse, references_exist
+from vsegcli.train.motion import synthetic_clip
 
 
 def _data_api() -> Any:
@@ -27,13 +28,14 @@ class ClipDataset(torch.utils.data.Dataset):
     """Sample s of the run -> (frames (T, h, w, 3) uint8, labels (T, h, w) uint8); see module doc."""
 
     def __init__(self, sequences: Sequence[Any], dataset: str, spec: ClipSpec, aug: AugmentParams, seed: int,
-                 frame_labels: bool) -> None:
+                 frame_labels: bool, synthetic_motion: float = 0.0) -> None:
         self.sequences = list(sequences)
         self.dataset = dataset
         self.spec = spec
         self.aug = aug
         self.seed = seed
         self.frame_labels = frame_labels  # also load the earlier frames' labels (MRCFA's per-frame loss)
+        self.synthetic_motion = synthetic_motion  # share of clips made by train/motion.py
         self.targets = [(i, pos) for i, seq in enumerate(self.sequences) for pos in _targets(seq, spec)]
         if not self.targets:
             raise VsegError(f"no labelled frames found for the {dataset} training split; check --data-root")
@@ -55,6 +57,9 @@ class ClipDataset(torch.utils.data.Dataset):
         seq_i, target = self.target_of(s)
         seq = self.sequences[seq_i]
         rng = np.random.default_rng([self.seed, 11, s])
+        # drawn only when enabled: runs without it keep the data they always had
+        if self.synthetic_motion > 0 and self.spec.length > 1 and rng.random() < self.synthetic_motion:
+            return self._synthetic(seq, target, rng)
         reverse = draw_reverse(target, self.spec, len(seq.frames), rng)
         positions = clip_positions(target, self.spec, rng, reverse, len(seq.frames))
         cache: dict[int, np.ndarray] = {}  # clips near a sequence start repeat frames: decode once
@@ -69,6 +74,20 @@ class ClipDataset(torch.utils.data.Dataset):
                 labels.append(data.read_label(seq.labels[p], seq.label_format))
             else:
                 labels.append(None)
+        frames, targets = augment_clip(images, labels, self.aug, rng)
+        return torch.from_numpy(frames), torch.from_numpy(targets)
+
+    def _synthetic(self, seq: Any, target: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A clip of the target frame moved along a random camera path, at the time offsets a real
+        clip of this spec has (reversed like one with the spec's probability)."""
+        data = _data_api()
+        reverse = self.spec.offsets is not None and bool(rng.random() < self.spec.reverse_prob)
+        far = 1 << 30  # no sequence ends here: offsets are what the spec draws, never clamped
+        deltas = [p - far for p in clip_positions(far, self.spec, rng, reverse)]
+        images, labels = synthetic_clip(data.read_image(seq.frames[target]),
+                                        data.read_label(seq.labels[target], seq.label_format), deltas, rng)
+        if not self.frame_labels:
+            labels = [None] * (len(labels) - 1) + [labels[-1]]
         frames, targets = augment_clip(images, labels, self.aug, rng)
         return torch.from_numpy(frames), torch.from_numpy(targets)
 

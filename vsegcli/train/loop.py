@@ -14,7 +14,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from vsegcli.distributed import (
     Dist,
     all_gather_object,
@@ -46,7 +45,7 @@ from vsegcli.train.state import (
     set_rng_state,
 )
 from vsegcli.train.validation import validate
-from vsegcli.train.weights import initialise
+from vsegcli.train.weights import initialise, input_norm
 
 
 class TrainForward(nn.Module):
@@ -147,6 +146,9 @@ class TrainingRun:
         if cfg.val_every and not val_seqs:
             raise VsegError(f"no val split for {cfg.dataset} under {cfg.data_root}; add it or pass --val-every 0")
         self._build_model(state)
+        # The normalisation the initial weights expect; the checkpoints record it.
+        self.norm = input_norm(self.provenance_init)
+        self.mean, self.std = channel_stat(self.norm[0], self.device), channel_stat(self.norm[1], self.device)
         if d.main:  # only once data, model and options check out: a failed start leaves no empty run folder
             self.out.mkdir(parents=True, exist_ok=True)
         barrier(d)
@@ -163,8 +165,6 @@ class TrainingRun:
         self.workers = cfg.workers if cfg.workers is not None else default_workers(d.world)
         self.stop = min(cfg.iters, cfg.stop_after) if cfg.stop_after else cfg.iters
         self._build_loader(train_seqs)
-        # What the checkpoints record as their normalisation.
-        self.mean, self.std = channel_stat(IMAGENET_MEAN, self.device), channel_stat(IMAGENET_STD, self.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.command = cfg.command or "vseg train"
 
@@ -216,9 +216,11 @@ class TrainingRun:
 
     def _build_loader(self, train_seqs: list[Any]) -> None:
         cfg, d = self.cfg, self.d
-        aug = AugmentParams(cfg.crop, cfg.base_short, cfg.scale_range, cfg.flip, cfg.photometric)
+        aug = AugmentParams(cfg.crop, cfg.base_short, cfg.scale_range, cfg.flip, cfg.photometric,
+                            pad_rgb=tuple(self.norm[0]))  # pads normalise to 0
         self.dataset = ClipDataset(train_seqs, cfg.dataset, self.spec, aug, cfg.seed,
-                                   frame_labels=self.model.trains_on_clip_labels)
+                                   frame_labels=self.model.trains_on_clip_labels,
+                                   synthetic_motion=cfg.synthetic_motion)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=RunBatches(cfg.batch, cfg.accum, d.world, d.rank, self.start, self.stop),
             num_workers=self.workers, pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init,
@@ -304,7 +306,7 @@ class TrainingRun:
         val, best_now = None, False
         if do_val:
             self.progress.stop()
-            val = validate(self.model, cfg, self.device, self.d)
+            val = validate(self.model, cfg, self.device, self.d, self.norm)
             best_now = self.best is None or val["miou"] > self.best
             if best_now:
                 self.best, self.best_iter = val["miou"], it
@@ -328,8 +330,10 @@ class TrainingRun:
             return
         prov = {"command": self.command, "iterations": it, "dataset": cfg.dataset, "seed": cfg.seed,
                 "crop": list(cfg.crop), "effective_batch": cfg.batch * cfg.accum * d.world,
-                "val_miou": finite(val["miou"]) if val else None, **self.provenance_init}
+                "val_miou": finite(val["miou"]) if val else None,
+                **{k: v for k, v in self.provenance_init.items() if not k.startswith("input_")}}
         meta = CheckpointMeta.from_model(model, label_set=self.label_set, input_size=cfg.base_short, provenance=prov)
+        meta.mean, meta.std = list(self.norm[0]), list(self.norm[1])
         if best_now:
             save_checkpoint(model, meta, self.out / "best.safetensors")
         save_checkpoint(model, meta, self.out / "last.safetensors")

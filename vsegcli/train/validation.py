@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -14,11 +14,12 @@ from vsegcli.train.config import TrainConfig
 from vsegcli.train.optim import set_train_mode
 
 
-def validate(model: nn.Module, cfg: TrainConfig, device: torch.device, d: Dist) -> dict[str, Any]:
+def validate(model: nn.Module, cfg: TrainConfig, device: torch.device, d: Dist,
+             norm: tuple[Sequence[float], Sequence[float]]) -> dict[str, Any]:
     """Score the model on the val split with `vsegcli.evaluate` — the papers' protocol through the
     streaming inference path (`vseg eval` / `vseg run` numbers): mIoU, plus mVC_8/16 where the
-    dataset has ground truth on consecutive frames (CamVid, VSPW). Sequences are sharded over ranks."""
-    from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+    dataset has ground truth on consecutive frames (CamVid, VSPW). Sequences are sharded over ranks.
+    `norm`: the RGB mean/std the run trains with."""
     from vsegcli.runtime import Predictor
     from vsegcli.evaluate import evaluate
     from vsegcli.data.labels import get_label_set
@@ -26,7 +27,7 @@ def validate(model: nn.Module, cfg: TrainConfig, device: torch.device, d: Dist) 
 
     ls = get_label_set(cfg.dataset)
     was_training = model.training
-    predictor = Predictor(model, IMAGENET_MEAN, IMAGENET_STD, Palette.from_list([list(c) for c in ls.palette]),
+    predictor = Predictor(model, list(norm[0]), list(norm[1]), Palette.from_list([list(c) for c in ls.palette]),
                           device, cfg.precision if device.type == "cuda" else "fp32", size=cfg.base_short,
                           channels_last=False)  # the training model's layout stays as it is
     t0 = time.perf_counter()

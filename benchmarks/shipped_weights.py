@@ -4,8 +4,8 @@ examples/bikes.mp4, and the whole-process speed of `vseg run examples/bikes.mp4`
 Every number comes from the user-facing commands, run as subprocesses:
 
     vseg eval --dataset camvid --data-root DATA --split val -c CKPT --tc --json E.json
-    vseg run examples/bikes.mp4 -c CKPT --no-video --report R.html --json     (flicker, TC)
-    vseg run examples/bikes.mp4 -c CKPT -o out.mp4                            (wall time, --rounds x)
+    vseg run examples/bikes.mp4 -c CKPT --no-video --report R.html            (flicker, TC)
+    vseg run examples/bikes.mp4 -c CKPT -o out.mp4 --overwrite                (wall time, --rounds x)
 
 Usage:
     python benchmarks/shipped_weights.py weights/*.safetensors --data-root ../shared/data/camvid \
@@ -37,6 +37,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def score(ckpt: Path, data_root: Path, work: Path, video: Path) -> dict:
+    work = Path(tempfile.mkdtemp(dir=work))  # checkpoints of the same name from different folders
     ev = work / f"{ckpt.stem}_eval.json"
     _run(["eval", "--dataset", "camvid", "--data-root", str(data_root), "--split", "val", "-c", str(ckpt),
           "--tc", "--json", str(ev), "-q"])
@@ -45,10 +46,11 @@ def score(ckpt: Path, data_root: Path, work: Path, video: Path) -> dict:
     _run(["run", str(video), "-c", str(ckpt), "--no-video", "--report", str(rep), "-q"])
     r = json.loads(rep.with_suffix(".json").read_text())
     m = r["metrics"]
+    pct = lambda v: None if v is None else 100 * v  # noqa: E731
     mvc = e.get("mvc") or {}
     return {
-        "checkpoint": ckpt.name,
-        "miou": 100 * e["miou"], "fwiou": 100 * e["fwiou"], "pixel_accuracy": 100 * e["pixel_accuracy"],
+        "checkpoint": str(ckpt), "frames": len(r["frames"]["indices"]),
+        "miou": pct(e["miou"]), "fwiou": pct(e["fwiou"]), "pixel_accuracy": pct(e["pixel_accuracy"]),
         "tc": (e.get("tc") or {}).get("tc"), "mvc8": mvc.get("mVC8"), "mvc16": mvc.get("mVC16"),
         "per_class_iou": {k: 100 * v["iou"] for k, v in (e.get("per_class") or {}).items() if v.get("iou") is not None},
         "bikes_flicker": m.get("flicker_rate"), "bikes_flow_flicker": m.get("flow_flicker_rate"),
@@ -67,22 +69,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows = [score(c.resolve(), a.data_root.resolve(), work, a.video.resolve()) for c in a.checkpoints]
-        times: dict[str, list[float]] = {r["checkpoint"]: [] for r in rows}
         for _ in range(a.rounds):
-            for c in a.checkpoints:
+            for r in rows:
                 t0 = time.perf_counter()
-                _run(["run", str(a.video.resolve()), "-c", str(c.resolve()), "-o", str(work / "out.mp4"), "-q"])
-                times[c.name].append(time.perf_counter() - t0)
-    frames = 250  # examples/bikes.mp4
+                _run(["run", str(a.video.resolve()), "-c", r["checkpoint"], "-o", str(work / "out.mp4"),
+                      "--overwrite", "-q"])
+                r.setdefault("run_seconds", []).append(time.perf_counter() - t0)
     for r in rows:
-        t = times[r["checkpoint"]]
-        r["run_seconds"] = t
-        r["run_fps"] = frames / statistics.median(t) if t else None
+        t = r.get("run_seconds", [])
+        r["run_fps"] = r["frames"] / statistics.median(t) if t else None
     pct = lambda v, k=1.0: "-" if v is None else f"{v * k:.2f}"  # noqa: E731
     print("| checkpoint | mIoU | TC | mVC8 | mVC16 | bikes flicker % | bikes flow-comp. flicker % | run fps (whole process) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['checkpoint']} | {pct(r['miou'])} | {pct(r['tc'])} | {pct(r['mvc8'])} | {pct(r['mvc16'])} | "
+        print(f"| {Path(r['checkpoint']).name} | {pct(r['miou'])} | {pct(r['tc'])} | {pct(r['mvc8'])} | {pct(r['mvc16'])} | "
               f"{pct(r['bikes_flicker'], 100)} | {pct(r['bikes_flow_flicker'], 100)} | {pct(r['run_fps'])} |")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

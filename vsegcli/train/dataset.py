@@ -84,10 +84,10 @@ class ClipDataset(torch.utils.data.Dataset):
         reverse = self.spec.offsets is not None and bool(rng.random() < self.spec.reverse_prob)
         far = 1 << 30  # no sequence ends here: offsets are what the spec draws, never clamped
         deltas = [p - far for p in clip_positions(far, self.spec, rng, reverse)]
-        images, labels = synthetic_clip(data.read_image(seq.frames[target]),
-                                        data.read_label(seq.labels[target], seq.label_format), deltas, rng)
-        if not self.frame_labels:
-            labels = [None] * (len(labels) - 1) + [labels[-1]]
+        label = data.read_label(seq.labels[target], seq.label_format)
+        images, labels = synthetic_clip(data.read_image(seq.frames[target]), label if self.frame_labels else None,
+                                        deltas, rng)
+        labels[-1] = label  # the target's own labels, always
         frames, targets = augment_clip(images, labels, self.aug, rng)
         return torch.from_numpy(frames), torch.from_numpy(targets)
 

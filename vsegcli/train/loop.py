@@ -258,7 +258,7 @@ class TrainingRun:
             t_wait = time.perf_counter()
             frames, labels = next(batches)
             self.data_wait += time.perf_counter() - t_wait
-            # (B, T, h, w, 3) uint8 -> (B, T, 3, h, w) float, ImageNet-normalised
+            # (B, T, h, w, 3) uint8 -> (B, T, 3, h, w) float, normalised as the initial weights expect
             x = normalise_pixels(frames.to(device, non_blocking=True).permute(0, 1, 4, 2, 3), self.mean, self.std)
             y = labels.to(device, non_blocking=True).long()
             # Gradients are all-reduced on the last micro-batch only.

@@ -8,9 +8,12 @@ use the warped frames (and labels) as the clip's earlier frames.
 The path is a per-clip velocity (pan, tilt, zoom, roll, a little perspective) plus a small
 random-walk jitter per frame step, so frame k steps away from the target is displaced by about
 k x velocity — the near-linear motion of a moving camera at 15-30 Hz. The target frame itself is
-never warped (its labels stay exact); frames are sampled at the same time offsets the real clip
-would use (`clip_positions`), so the temporal model sees the gaps it is trained for. Areas a warp
-brings in from outside the frame are filled by reflection (images) and `IGNORE` (labels).
+never warped (its labels stay exact). A clip takes the offsets the real clip spec draws
+(`clip_positions`), read as *video frame* steps: on CamVid a real clip's step is the next labelled
+frame (~1 s), a synthetic one's is one frame of 15-30 Hz video — the motion `vseg run` sees between
+the frames a session caches. Areas a warp brings in from outside the frame are filled by
+reflection (images) and `IGNORE` (labels). Earlier frames are resampled twice (this warp, then the
+clip's scale/crop), the target once: a slight softening, as motion blur would give.
 """
 from __future__ import annotations
 

@@ -42,7 +42,10 @@ def initialise(model: Segmentor, cfg: TrainConfig, note: Callable[[str], None]) 
         from vsegcli.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 
         bb = getattr(model, "backbone", None)
-        norm = getattr(bb, "pretrained_norm", None) if prov.get("init", "").startswith("imagenet:") else None
+        # Only the backbone's own automatic weights are known to expect `pretrained_norm`; a
+        # --backbone-weights file (e.g. a timm conversion) is taken to use ImageNet mean/std.
+        automatic = cfg.backbone_weights is None and prov.get("init", "").startswith("imagenet:")
+        norm = getattr(bb, "pretrained_norm", None) if automatic else None
         mean, std = norm if norm is not None else (IMAGENET_MEAN, IMAGENET_STD)
         prov["input_mean"], prov["input_std"] = [float(v) for v in mean], [float(v) for v in std]
         if norm is not None:

@@ -37,7 +37,8 @@ class PretrainedBackbone:
     pretrained_hint: ClassVar[str] = "a state dict"  # what to give as --backbone-weights
     pretrained_strict: ClassVar[bool] = False
     # The input normalisation (RGB mean, std on the 0-255 scale) the automatic ImageNet weights
-    # were trained with; None: ImageNet mean/std (torchvision / timm / mmseg convention).
+    # (`load_pretrained(None)`) were trained with; None: ImageNet mean/std (torchvision / timm /
+    # mmseg convention, also assumed for --backbone-weights files).
     pretrained_norm: ClassVar[tuple[tuple[float, float, float], tuple[float, float, float]] | None] = None
 
     def load_pretrained(self, path: Path | None) -> str | None:

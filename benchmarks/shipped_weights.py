@@ -64,26 +64,35 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--video", type=Path, default=ROOT / "examples" / "bikes.mp4")
     ap.add_argument("--rounds", type=int, default=3, help="whole-process speed runs per checkpoint (0: none)")
+    ap.add_argument("--no-scores", action="store_true", help="speed rounds only (no eval / report)")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = [score(c.resolve(), a.data_root.resolve(), work, a.video.resolve()) for c in a.checkpoints]
+        rows = [{"checkpoint": str(c.resolve())} if a.no_scores else
+                score(c.resolve(), a.data_root.resolve(), work, a.video.resolve()) for c in a.checkpoints]
         for _ in range(a.rounds):
             for r in rows:
                 t0 = time.perf_counter()
-                _run(["run", str(a.video.resolve()), "-c", r["checkpoint"], "-o", str(work / "out.mp4"),
-                      "--overwrite", "-q"])
+                res = _run(["run", str(a.video.resolve()), "-c", r["checkpoint"], "-o", str(work / "out.mp4"),
+                            "--overwrite", "-q", "--json"])
                 r.setdefault("run_seconds", []).append(time.perf_counter() - t0)
+                run = json.loads(res.stdout)["runs"][0]
+                r["frames"] = run["frames"]
+                r.setdefault("loop_fps", []).append(run["fps"])
     for r in rows:
         t = r.get("run_seconds", [])
         r["run_fps"] = r["frames"] / statistics.median(t) if t else None
+        r["loop_fps_median"] = statistics.median(r["loop_fps"]) if t else None
     pct = lambda v, k=1.0: "-" if v is None else f"{v * k:.2f}"  # noqa: E731
-    print("| checkpoint | mIoU | TC | mVC8 | mVC16 | bikes flicker % | bikes flow-comp. flicker % | run fps (whole process) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| checkpoint | mIoU | TC | mVC8 | mVC16 | bikes flicker % | bikes flow-comp. flicker % | run fps (whole process) "
+          "| loop fps |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {Path(r['checkpoint']).name} | {pct(r['miou'])} | {pct(r['tc'])} | {pct(r['mvc8'])} | {pct(r['mvc16'])} | "
-              f"{pct(r['bikes_flicker'], 100)} | {pct(r['bikes_flow_flicker'], 100)} | {pct(r['run_fps'])} |")
+        print(f"| {Path(r['checkpoint']).name} | {pct(r.get('miou'))} | {pct(r.get('tc'))} | {pct(r.get('mvc8'))} | "
+              f"{pct(r.get('mvc16'))} | "
+              f"{pct(r.get('bikes_flicker'), 100)} | {pct(r.get('bikes_flow_flicker'), 100)} | {pct(r['run_fps'])} | "
+              f"{pct(r.get('loop_fps_median'))} |")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))

@@ -513,6 +513,35 @@ def test_convert_with_label_set_override(tmp_path):
         convert_checkpoint(dst, tmp_path / "bad.safetensors", classes=names[:3])
 
 
+
+def test_convert_sets_stt_key_frames(tmp_path):
+    """`vseg convert --num-frames 3`: an STT model trained with T = 7 runs with T = 3 — same
+    weights, the new T in the metadata, and a session that attends to 3 frames: its labels equal
+    those of the same weights built with num_frames=3, and differ from T = 7 once 4+ frames exist."""
+    m = _model("stt-effl0", 11, num_frames=7)
+    with torch.no_grad():
+        m.stt.out.weight.normal_(0, 0.5)  # a trained-looking STT: its output is not zero
+    meta = CheckpointMeta.from_model(m)
+    src = save_checkpoint(m, meta, tmp_path / "stt7.safetensors")
+    r = _cli("convert", str(src), str(tmp_path / "stt3.safetensors"), "--num-frames", "3")
+    assert r.exit_code == 0, r.output
+    t3 = load_checkpoint(tmp_path / "stt3.safetensors")
+    assert t3.meta.arch_options["num_frames"] == 3 and t3.model.stt.num_frames == 3
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in t3.model.state_dict().items())
+    ref = _model("stt-effl0", 11, num_frames=3)
+    ref.load_state_dict(m.state_dict())
+    frames = torch.randn(6, 1, 3, 64, 96)
+    s3, sref, s7 = t3.model.eval().new_session(), ref.eval().new_session(), m.new_session()
+    with torch.no_grad():
+        outs = [(s3.step(f), sref.step(f), s7.step(f)) for f in frames]
+    assert all(torch.equal(a, b) for a, b, _ in outs)
+    assert not torch.equal(outs[-1][0], outs[-1][2])  # T = 7 reads frames T = 3 no longer does
+    effl0 = _model("effl0", 11)
+    plain = save_checkpoint(effl0, CheckpointMeta.from_model(effl0), tmp_path / "effl0.safetensors")
+    with pytest.raises(VsegError, match="effl0 has no STT"):
+        convert_checkpoint(plain, tmp_path / "e.safetensors", num_frames=2)
+    assert not (tmp_path / "e.safetensors").exists()
+
 # ---------------------------------------------------------------------------------------------
 # Formats by content, not by name; every unreadable file is one line; hints in the caller's words
 

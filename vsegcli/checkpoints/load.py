@@ -173,10 +173,13 @@ def convert_checkpoint(
     half: bool = False,
     architecture: str | None = None,
     num_classes: int | None = None,
+    num_frames: int | None = None,
     **overrides: Any,
 ) -> Path:
     """Any supported checkpoint -> a native `.safetensors` file.
 
+    `num_frames` sets an STT model's T (key frames attended to): its weights are the same for
+    every T, so a model trained with T = 7 runs with fewer (cheaper) or more.
     `overrides` replace metadata fields (`classes`, `palette`, `label_set`, `mean`, `std`,
     `input_size`, `ignore_index`, `provenance` — the latter merged into the imported one).
     `label_set="cityscapes"` alone also sets the names and colours of that set.
@@ -206,6 +209,14 @@ def convert_checkpoint(
         changes.setdefault("ignore_index", ls.ignore_index)
     if "provenance" in changes:
         changes["provenance"] = {**meta.provenance, **dict(changes["provenance"])}
+    if num_frames is not None:
+        stt = getattr(loaded.model, "stt", None)
+        if stt is None:
+            raise VsegError(f"--num-frames sets STT's key frames; {meta.architecture} has no STT")
+        if num_frames < 1:
+            raise VsegError("--num-frames must be at least 1")
+        stt.num_frames = num_frames
+        changes["arch_options"] = {**meta.arch_options, "num_frames": num_frames}
     meta = replace(meta, **jsonable(changes)) if changes else meta
     if "palette" in changes:
         meta.palette = [[int(v) for v in c] for c in meta.palette]

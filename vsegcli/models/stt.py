@@ -42,7 +42,7 @@ from vsegcli.models.temporal.sparse_attention import KeyValue, SparseTemporalTra
 
 # The paper's configuration: T = 7 key frames, s = 1, e = 5, eps = 1 (its key-size ablation, 527
 # keys per query, holds only for T = 7). A checkpoint stores its own T in its metadata, so one
-# trained with another T (the shipped stt-effl0-camvid: T = 2) keeps it.
+# run with another T keeps it (the shipped stt-effl0-camvid: trained with T = 7, runs with T = 3).
 STT_DEFAULTS: dict[str, Any] = dict(
     num_frames=7, radius=5, query_ratio=0.5, s=1, e=5, eps=1, key_dim=64, value_dim=None,
 )

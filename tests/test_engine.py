@@ -308,3 +308,62 @@ def test_run_failing_before_the_first_frame_removes_every_temporary(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         seg.run(clip, output=out / "v.mp4", labels_dir=out / "labels", stats=out / "s.csv", on_start=boom)
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_sink_failing_at_the_end_leaves_no_output(tmp_path):
+    """All outputs or none: the overlay video, labels, report and stats are complete under their
+    temporary names when a last sink fails while finishing — none of them is renamed into place,
+    and no temporary is left."""
+    from videogen import make_video
+
+    from vsegcli import api
+
+    class FailsAtTheEnd:
+        def write(self, index, frame, labels, blended):
+            pass
+
+        def finish(self):
+            time.sleep(0.3)  # the other sinks finish meanwhile: before, the video was renamed here
+            raise OSError("disk full")
+
+        def close(self):
+            raise AssertionError("close() after a failed finish()")
+
+        def abort(self):
+            pass
+
+    clip = make_video(tmp_path / "in.mp4", 64, 48, 6, fps=10)
+    seg = api.load(model="segformer-b0", device="cpu", size=32)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OSError, match="disk full"):
+        seg.run(clip, output=out / "v.mp4", labels_dir=out / "labels", stats=out / "s.csv",
+                report=out / "r.html", extra_sinks=[FailsAtTheEnd()])
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_commit_all_holds_a_signal_until_every_output_is_final():
+    """A real SIGINT sent while the first output is being made final arrives after the last one."""
+    import os
+    import signal
+
+    from vsegcli.runtime.pipeline import commit_all
+
+    if not hasattr(signal, "pthread_sigmask"):
+        pytest.skip("no signal masks on this platform: commits are only as close together as possible")
+    closed = []
+
+    class Commit:
+        def __init__(self, name, send=False):
+            self.name, self.send = name, send
+
+        def close(self):
+            if self.send:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # unblocked, the handler would run here
+            closed.append(self.name)
+            return self.name
+
+    with pytest.raises(KeyboardInterrupt):
+        commit_all([Commit("video", send=True), Commit("labels"), Commit("report")])
+    assert closed == ["video", "labels", "report"]

@@ -357,9 +357,13 @@ class _OverlaySink(VideoSink):
         if len(t) >= self.MEASURE_FRAMES or (len(t) > 1 and t[-1] - t[0] >= self.MEASURE_SECONDS):
             self._open()
 
-    def close(self) -> Path:
+    def finish(self) -> None:
         if self.writer is None:
             self._open()
+        self.writer.finish()
+
+    def close(self) -> Path:
+        self.finish()
         return self.writer.close()
 
     def abort(self) -> None:

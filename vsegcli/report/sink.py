@@ -87,6 +87,7 @@ class ConsistencySink:
         self._plots: dict[str, str] | None = None
         self._plots_fps: float | None = None
         self.closed = False
+        self._staged: tuple[str, dict[str, Any]] | tuple[()] | None = None  # rendered by finish()
         # No folder is made here: the atomic writer makes it when the report is written, so a
         # run that ends before that leaves nothing behind.
 
@@ -110,17 +111,29 @@ class ConsistencySink:
             gh, gw = self.acc.analysis_size
             self._thumb = cv2.resize(np.asarray(frame), (gw, gh), interpolation=cv2.INTER_AREA)
 
-    def close(self) -> dict[str, Any] | None:
-        """Write both files; returns their paths and the headline numbers (None without frames:
-        the caller reports the empty input)."""
+    def finish(self) -> None:
+        """The slow part, on the sink's thread: the last frames' metrics, the result, the page and
+        its plots, rendered in memory (`close()` only writes them)."""
+        if self._staged is not None or self.closed:
+            return
         if self.shots is not None:
             for new_shot in self.shots.finish():
                 self._measure(*self._pending.popleft(), new_shot)
-        if not self._indices:
+        if self._indices:
+            self._result = self.acc.result()
+            self._staged = self._render()
+        else:
+            self._staged = ()
+
+    def close(self) -> dict[str, Any] | None:
+        """Write both files; returns their paths and the headline numbers (None without frames:
+        the caller reports the empty input)."""
+        self.finish()
+        staged, self._staged = self._staged, None
+        if not staged:
             self.closed = True
             return None
-        self._result = self.acc.result()
-        self._write()
+        self._write(staged)
         self.closed = True
         r = self._result
         return {
@@ -212,13 +225,16 @@ class ConsistencySink:
             "flicker_heatmap": heat,
         }
 
-    def _write(self) -> None:
+    def _render(self) -> tuple[str, dict[str, Any]]:
         doc = self.build()
         fps = source_fps(doc["context"])
         if self._plots is None or fps != self._plots_fps:
             self._plots = render_plots(self._result, doc, self.palette, self._thumb)
             self._plots_fps = fps
-        page = render_html(doc, self._plots)
+        return render_html(doc, self._plots), doc
+
+    def _write(self, rendered: tuple[str, dict[str, Any]] | None = None) -> None:
+        page, doc = rendered if rendered is not None else self._render()
         try:
             # Both complete before either is renamed; a failure removes both temporaries.
             atomic_write_files({self.html_path: page, self.json_path: dumps(doc, indent=1)})

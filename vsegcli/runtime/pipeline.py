@@ -14,6 +14,7 @@ temporary names and only renamed into place when everything succeeded.
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,16 +88,17 @@ class _SinkWorker:
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self.stop = stop
         self.thread = _Thread(f"sink-{type(sink).__name__}", self._loop, stop)
-        self.result: Any = None
         self.busy_seconds = 0.0
 
     def _loop(self) -> None:
         while True:
             item = _get(self.queue, self.stop)
-            if item is _END:
-                t0 = time.perf_counter()
-                self.result = self.sink.close()
-                self.busy_seconds += time.perf_counter() - t0
+            if item is _END:  # the slow end-of-run work here; `commit_all` then makes it final
+                finish = getattr(self.sink, "finish", None)
+                if finish is not None:
+                    t0 = time.perf_counter()
+                    finish()
+                    self.busy_seconds += time.perf_counter() - t0
                 return
             t0 = time.perf_counter()
             # CUDA results arrive as copies in flight (`HostCopy`): this thread waits for them.
@@ -161,8 +163,9 @@ def stream(
     (`Predictor.step_many`); sinks still get every frame in order. A temporal model's session is
     reset where a shot cut starts a new shot (`predictor.shot_reset`, on by default).
 
-    On success every sink is closed (outputs renamed into place) and their results returned; on any
-    error or Ctrl-C every sink is aborted (temporary outputs removed) and the error re-raised.
+    On success every sink is finished on its thread, then all are closed together (`commit_all`:
+    outputs renamed into place) and their results returned; on any error or Ctrl-C before that,
+    every sink is aborted (temporary outputs removed) and the error re-raised.
     """
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -226,6 +229,7 @@ def stream(
             w.thread.join()
         if stop.is_set():
             raise _Stopped()
+        sink_results = commit_all(sinks)
     except BaseException as exc:
         stop.set()
         threads = [decoder] + [w.thread for w in workers]
@@ -249,4 +253,27 @@ def stream(
             close()
     seconds = time.perf_counter() - t_start
     times.sinks = {type(w.sink).__name__: w.busy_seconds for w in workers}
-    return RunStats(count, seconds, count / seconds if seconds > 0 else 0.0, times, [w.result for w in workers])
+    return RunStats(count, seconds, count / seconds if seconds > 0 else 0.0, times, sink_results)
+
+
+def commit_all(sinks: list[Sink]) -> list[Any]:
+    """`close()` every finished sink (renames into place), one after the other, with Ctrl-C /
+    SIGTERM / SIGHUP held back until all are done: a signal during the commits is re-raised after
+    them, so the run keeps all its outputs rather than some (handlers can only be swapped on the
+    main thread; elsewhere the commits just run back to back). A failing `close()` still raises
+    (the caller aborts the rest)."""
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+                previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        results = [s.close() for s in sinks]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:  # now that every output is final: the interrupt the user asked for
+        signal.raise_signal(held[0])
+    return results

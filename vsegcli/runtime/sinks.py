@@ -1,8 +1,12 @@
 """Where processed frames go: the `Sink` protocol and the two outputs of `vseg run` beside the
 report (`vsegcli.report.ConsistencySink`): the overlay video and the label PNGs.
 
-A sink gets every frame in order on its own thread (`pipeline.stream`); `close()` makes its
-output final (renamed into place), `abort()` removes whatever it wrote.
+A sink gets every frame in order on its own thread (`pipeline.stream`). At the end, `finish()`
+(optional) does the slow work on that thread — flush the encoder, mux audio, write a manifest —
+leaving the output complete under its temporary name; then, once every sink has finished,
+`close()` makes each output final (a rename) on the caller's thread, one after the other with
+Ctrl-C held back: a run leaves all its outputs or none. `abort()` removes whatever it wrote.
+A sink without `finish()` does everything in `close()`.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ class Sink(Protocol):
 
     def write(self, index: int, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray | None) -> None: ...
 
-    def close(self) -> Any: ...
+    def close(self) -> Any: ...  # also optional: finish() -> None, called before close() on the sink's thread
 
     def abort(self) -> None: ...
 
@@ -52,6 +56,7 @@ class LabelPngSink:
         self.count = 0
         self._first: int | None = None
         self._last: int | None = None
+        self._finished = False
 
     def write(self, index: int, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray | None) -> None:
         if self.color:
@@ -65,14 +70,20 @@ class LabelPngSink:
         self._last = index
         self.count += 1
 
-    def close(self) -> Path:
-        """Write the manifest (vseg's mark: only such folders are ever replaced), then rename the
-        folder into place, checking again that what is there may be replaced."""
+    def finish(self) -> None:
+        """Write the manifest (vseg's mark: only such folders are ever replaced)."""
+        if self._finished:
+            return
         try:
             write_labels_manifest(self.tmp, frames=self.count, source=self.source, color=self.color,
                                   first_frame=self._first, last_frame=self._last)
         except OSError as exc:
             raise VsegError(f"could not write label PNGs into {self.tmp.parent}: {exc.strerror or exc}") from None
+        self._finished = True
+
+    def close(self) -> Path:
+        """Rename the folder into place, checking again that what is there may be replaced."""
+        self.finish()
         check_labels_folder(self.folder, overwrite=self.overwrite)
         return self._staging.commit()
 
@@ -88,6 +99,9 @@ class VideoSink:
 
     def write(self, index: int, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray | None) -> None:
         self.writer.write(blended if blended is not None else frame)
+
+    def finish(self) -> None:
+        self.writer.finish()
 
     def close(self) -> Path:
         return self.writer.close()

@@ -75,8 +75,11 @@ class StatsSink:
             self._file.write(json.dumps({"frame": int(index), "time": t, "shares": present}) + "\n")
         self.rows += 1
 
+    def finish(self) -> None:
+        self._file.close()  # idempotent
+
     def close(self) -> Path:
-        self._file.close()
+        self.finish()
         os.replace(self.tmp, self.path)
         return self.path
 

@@ -87,6 +87,7 @@ class VideoWriter:
         self._temps: list[Path] = []
         self._done = False  # closed successfully or aborted
         self._result: Path | None = None
+        self._finished: Path | None = None  # the complete temporary file, once `finish()` ran
 
         self._check_request(quality, protected=(source, audio_source))
         suffix = self.path.suffix.lower()
@@ -199,12 +200,13 @@ class VideoWriter:
             raise VsegError(f"encoding {self.path} failed ({msg}); check free disk space and the path") from None
         self.frames_written += 1
 
-    def close(self) -> Path:
-        """Finish encoding, mux audio, rename the temporary file to ``path``; returns ``path``."""
-        if self._result is not None:
-            return self._result
+    def finish(self) -> None:
+        """Finish encoding and mux audio into the temporary file, without renaming it: the slow
+        half of `close()`, so that several outputs can be made final together (`runtime.pipeline`)."""
+        if self._finished is not None or self._result is not None:
+            return
         if self._done:
-            raise RuntimeError("close() on an aborted VideoWriter")
+            raise RuntimeError("finish() on an aborted VideoWriter")
         try:
             if self.frames_written == 0:
                 raise VsegError(f"no frames were written to {self.path}; nothing to save")
@@ -221,13 +223,27 @@ class VideoWriter:
             if self._audio is not None:
                 self._mux(*self._audio)
                 result = self._mux_tmp
-            if self.path.exists() and not self.overwrite:
-                raise VsegError(f"{self.path} appeared while encoding; pass --overwrite or choose another path")
-            os.replace(result, self.path)
         except BaseException:
             self.abort()
             raise
         self._proc = None
+        self._finished = result
+
+    def close(self) -> Path:
+        """`finish()` if not done yet, then rename the temporary file to ``path``; returns ``path``."""
+        if self._result is not None:
+            return self._result
+        if self._done:
+            raise RuntimeError("close() on an aborted VideoWriter")
+        self.finish()
+        try:
+            if self.path.exists() and not self.overwrite:
+                raise VsegError(f"{self.path} appeared while encoding; pass --overwrite or choose another path")
+            assert self._finished is not None
+            os.replace(self._finished, self.path)
+        except BaseException:
+            self.abort()
+            raise
         self._cleanup()
         self._done = True
         self._result = self.path

@@ -527,6 +527,9 @@ def test_convert_sets_stt_key_frames(tmp_path):
     assert r.exit_code == 0, r.output
     t3 = load_checkpoint(tmp_path / "stt3.safetensors")
     assert t3.meta.arch_options["num_frames"] == 3 and t3.model.stt.num_frames == 3
+    assert t3.meta.provenance["converted"] == {"num_frames": 3, "trained_num_frames": 7}
+    with pytest.raises(VsegError, match="whole number"):
+        convert_checkpoint(src, tmp_path / "bad.safetensors", num_frames=2.5)
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in t3.model.state_dict().items())
     ref = _model("stt-effl0", 11, num_frames=3)
     ref.load_state_dict(m.state_dict())

@@ -96,8 +96,12 @@ def test_dataset_mixes_synthetic_clips(tmp_path: Path) -> None:
                         frame_labels=True, synthetic_motion=1.0)
     frames, labels = mrcfa[0]
     assert all((labels[i] != 255).any() for i in range(4))  # warped labels for every frame
-    # On a static video real clips hold identical frames; about half the clips move at p = 0.5.
+    # On a static video real clips hold identical frames: at p = 1 every clip moves, at p = 0.5
+    # about half of them.
     static = list_sequences("camvid", make_camvid(tmp_path / "static", n=5, static=True), "train")
+    every = ClipDataset(static, "camvid", ClipSpec(num_prev=3, max_gap=2), aug, seed=0, frame_labels=False,
+                        synthetic_motion=1.0)
+    assert all(not torch.equal(every[s][0][0], every[s][0][-1]) for s in range(12))
     half = ClipDataset(static, "camvid", ClipSpec(num_prev=3, max_gap=2), aug, seed=0, frame_labels=False,
                        synthetic_motion=0.5)
     moved = sum(not torch.equal(half[s][0][0], half[s][0][-1]) for s in range(40))

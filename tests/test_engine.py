@@ -349,8 +349,6 @@ def test_commit_all_holds_a_signal_until_every_output_is_final():
 
     from vsegcli.runtime.pipeline import commit_all
 
-    if not hasattr(signal, "pthread_sigmask"):
-        pytest.skip("no signal masks on this platform: commits are only as close together as possible")
     closed = []
 
     class Commit:

@@ -275,8 +275,6 @@ BIKES = Path(__file__).resolve().parents[1] / "examples" / "bikes.mp4"
 def two_shots():
     """12 frames of one shot of bikes.mp4 then 12 of another (cut at position 12), 160x68, with
     labels that follow the picture (grey levels in 5 bands)."""
-    if not BIKES.is_file():
-        pytest.skip("examples/bikes.mp4 is missing")
     from vsegcli.io.video.reader import FrameReader
 
     with FrameReader(BIKES, max_frames=162) as reader:

@@ -21,8 +21,6 @@ W, H = 320, 136  # half size: the clips stay small
 
 @pytest.fixture(scope="module")
 def bikes() -> np.ndarray:
-    if not BIKES.is_file():
-        pytest.skip("examples/bikes.mp4 is missing")
     with FrameReader(BIKES) as reader:
         return np.stack([f for _, f in reader])
 

@@ -216,10 +216,9 @@ def convert_checkpoint(
             raise VsegError(f"--num-frames must be a whole number >= 1, got {num_frames!r}")
         changes["arch_options"] = {**meta.arch_options, "num_frames": num_frames}
         # what the file no longer says by itself: it was trained with another T
-        changes["provenance"] = {**meta.provenance, **dict(changes.get("provenance") or {}),
-                                 "converted": {"num_frames": num_frames, "trained_num_frames": (
-                                     (meta.provenance.get("converted") or {}).get("trained_num_frames")
-                                     or meta.arch_options.get("num_frames"))}}
+        trained = (meta.provenance.get("converted") or {}).get("trained_num_frames") or meta.arch_options.get("num_frames")
+        changes["provenance"] = {**changes.get("provenance", meta.provenance),  # already merged above
+                                 "converted": {"num_frames": num_frames, "trained_num_frames": trained}}
     meta = replace(meta, **jsonable(changes)) if changes else meta
     if "palette" in changes:
         meta.palette = [[int(v) for v in c] for c in meta.palette]

@@ -330,10 +330,10 @@ class _OverlaySink(VideoSink):
         image = blended if blended is not None else frame
         if self._keep is None and not self.legend:
             return image  # nothing drawn: no copy (the arrays are shared with the other sinks)
-        image = np.array(image, copy=True)
-        if self._keep is not None:
-            drop = ~self._keep[labels]
-            image[drop] = frame[drop]
+        if self._keep is not None:  # a new array: kept classes blended, the rest the plain frame
+            image = np.where(self._keep[labels][..., None], image, frame)
+        else:
+            image = np.array(image, copy=True)  # the legend draws into it
         if self.legend:
             draw_legend(image, legend_entries(labels, len(self.names), self.only), self.names, self.palette)
         return image

@@ -194,9 +194,10 @@ def calibration_images(source: str | Path | None, count: int = 32) -> list[Path]
     if not source:
         raise VsegError(f"int8 is calibrated once per checkpoint on training frames: set {CALIBRATION_ENV} "
                         "to a folder of training images (e.g. camvid/train)")
+    from vsegcli.data.datasets.base import images_in
+
     folder = Path(source)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) \
-        if folder.is_dir() else []
+    files = images_in(folder) if folder.is_dir() else []
     if not files:
         raise VsegError(f"{folder}: no .png/.jpg training frames to calibrate int8 with")
     step = max(1, len(files) // count)
@@ -257,7 +258,7 @@ class OrtBackend:
                             "use --runtime torch")
         if precision not in ("fp32", "int8"):
             raise VsegError(f"--runtime onnxruntime runs fp32 or int8, not {precision}")
-        if precision == "int8" and calibration is None:
+        if precision == "int8":
             calibration_images(calibration)  # no frames to calibrate with: say so before the first frame
         self.part, self.precision, self.torch_model = part, precision, model
         self.mean, self.std = list(mean), list(std)
@@ -282,7 +283,9 @@ class OrtBackend:
                  f"mean={self.mean};std={self.std}")
         path = cache_dir() / f"{cache_key(model, part, 'int8', extra)}.onnx"
         if not path.is_file():
-            arrays = [self._prepare(_read_rgb(p), size) for p in files]
+            from vsegcli.data.datasets.base import read_image  # the training-frame reader
+
+            arrays = [self._prepare(read_image(p), size) for p in files]
             quantize_int8(fp32_path, path, arrays, self.keep_fp32, INT8_CALIBRATION)
         return path
 
@@ -317,15 +320,6 @@ class OrtBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.name, "part": self.part, "onnx": [str(p) for p in self.paths.values()]}
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise VsegError(f"{path}: not a readable image")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def _with_ort_part(model: Segmentor, part: str, run: Callable[[torch.Tensor], Any]) -> Segmentor:

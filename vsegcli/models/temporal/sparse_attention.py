@@ -311,7 +311,7 @@ class SparseTemporalTransformer(nn.Module):
         n_keys = frame_id.numel()
         t = len(memory)
         # Flat tables (B·T·H·W, d): row ((b·T + j)·H + y)·W + x.
-        keys = torch.stack([kv[0] for kv in memory], dim=1).reshape(b * t * h * w, dk)
+        keys = torch.stack([kv[0] for kv in memory], dim=1).reshape(b * t * h * w, dk).float()  # once, not per window
         values = torch.stack([kv[1] for kv in memory], dim=1).reshape(b * t * h * w, -1)
         base = (torch.arange(b, device=device) * t).view(b, 1, 1) + frame_id.view(1, 1, -1)
         scale = 1.0 / math.sqrt(dk)
@@ -324,7 +324,7 @@ class SparseTemporalTransformer(nn.Module):
             inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
             flat = ((base * h + y.clamp(0, h - 1)) * w + x.clamp(0, w - 1)).reshape(-1)
             k_win = keys.index_select(0, flat).view(*y.shape, dk)
-            logits = torch.einsum("bqd,bqkd->bqk", q_sel[:, c0:c0 + chunk], k_win.float()) * scale
+            logits = torch.einsum("bqd,bqkd->bqk", q_sel[:, c0:c0 + chunk], k_win) * scale
             attn = logits.masked_fill(~inside, float("-inf")).softmax(-1)  # window centre is always inside
             v_win = values.index_select(0, flat).view(*y.shape, -1)
             out.append(torch.einsum("bqk,bqkd->bqd", attn.to(v_win.dtype), v_win))

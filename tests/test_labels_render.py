@@ -70,3 +70,28 @@ def test_overlay_blends_exactly():
     assert (overlay(frame, labels, pal, 0.0).numpy() == 100).all()
     # ignore (255) is black in the colour map
     assert (colours[0, 2] == 0).all()
+
+
+def test_overlay_with_classes_colours_only_those():
+    """`--classes`: pixels of the kept classes show the blended overlay, every other pixel the
+    plain frame; without --classes and legend the blended array is passed on as it is."""
+    import numpy as np
+
+    from vsegcli.api import _OverlaySink
+    from vsegcli.data.labels import get_label_set
+    from vsegcli.runtime.render import Palette
+
+    ls = get_label_set("camvid")
+    palette = Palette.from_list([list(c) for c in ls.palette])
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    blended = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 11, (24, 32), dtype=np.uint8)
+    sink = _OverlaySink(lambda fps: None, 10.0, None, palette, list(ls.classes), legend=False, only=[2, 8])
+    image = sink._image(frame, labels, blended)
+    keep = np.isin(labels, [2, 8])
+    assert keep.any() and (~keep).any()
+    assert np.array_equal(image[keep], blended[keep]) and np.array_equal(image[~keep], frame[~keep])
+    assert image is not blended and image is not frame
+    plain = _OverlaySink(lambda fps: None, 10.0, None, palette, list(ls.classes), legend=False, only=None)
+    assert plain._image(frame, labels, blended) is blended

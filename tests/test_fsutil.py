@@ -145,3 +145,11 @@ def test_atomic_dir_replaces_a_file_without_leaving_old_and_gets_the_usual_mode(
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+
+
+def test_video_suffixes_are_the_writers_containers():
+    """One list of output containers (io.outputs) and the writer's audio rules cover the same ones."""
+    from vsegcli.io.outputs import VIDEO_SUFFIXES
+    from vsegcli.io.video.writer import _AUDIO_COPY
+
+    assert set(VIDEO_SUFFIXES) == set(_AUDIO_COPY)

@@ -30,7 +30,7 @@ from vsegcli.io.video.source import Source, parse_source
 from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, select_device, stream
 from vsegcli.runtime.pipeline import shot_marked
 from vsegcli.runtime.render import Palette, draw_legend, legend_entries, load_palette, select_classes
-from vsegcli.runtime.stats import StatsSink, stats_format
+from vsegcli.runtime.stats import StatsSink
 
 RANDOM_INIT_MODEL = "segformer-b0"
 
@@ -184,8 +184,6 @@ class VideoSegmenter:
         if classes is not None:
             spec = classes if isinstance(classes, str) else ",".join(str(c) for c in classes)
             only = select_classes(spec, list(self.predictor.classes))
-        if stats is not None:
-            stats_format(stats)
         # Every output checked (never an input, only what vseg wrote, writable) before decoding.
         plan = plan_outputs(self._input_paths(src), video=output, labels_dir=labels_dir, report=report,
                             stats=stats, overwrite=overwrite)

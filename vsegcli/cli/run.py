@@ -13,7 +13,7 @@ from vsegcli.cli._options import (
     quiet_option, runtime_option, threads_option,
 )
 from vsegcli.errors import VsegError
-from vsegcli.io.outputs import check_file_output, plan_outputs
+from vsegcli.io.outputs import STATS_SUFFIXES, VIDEO_SUFFIXES, check_file_output, plan_outputs
 from vsegcli.runtime.batch import JobEvents
 from vsegcli.runtime.progress import FrameProgress
 
@@ -86,9 +86,9 @@ def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None,
                 default = (output or Path.cwd()) / f"{src.name}_seg.mp4"
                 video = default if overwrite else _free_name(default)
         return [Job(0, src, src.name, video, labels_dir, report, stats)], False
-    if output is not None and output.suffix.lower() in (".mp4", ".mov", ".m4v", ".mkv"):
+    if output is not None and output.suffix.lower() in VIDEO_SUFFIXES:
         raise VsegError("with several inputs, -o must be a folder (outputs are named <input>_seg.mp4)")
-    if stats is not None and stats.suffix.lower() in (".csv", ".jsonl"):
+    if stats is not None and stats.suffix.lower() in STATS_SUFFIXES:
         raise VsegError("with several inputs, --stats must be a folder (files are named <input>.csv)")
     return plan_jobs(sources, output, labels_dir, report, stats, no_video), True
 

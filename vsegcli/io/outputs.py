@@ -43,6 +43,20 @@ LABELS_MANIFEST = ".vseg-labels.json"
 # What the writers accept (io.video.writer, runtime.stats), checked here before any work.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 STATS_SUFFIXES = (".csv", ".jsonl")
+
+
+def check_video_suffix(path: str | os.PathLike) -> None:
+    """The containers vseg writes (io.video.writer knows their audio rules)."""
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise VsegError(f"cannot write video {path}: use a .mp4 (or .mov/.m4v/.mkv) file name")
+
+
+def stats_format(path: str | os.PathLike) -> str:
+    """`--stats` file format from its name: .csv or .jsonl."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in STATS_SUFFIXES:
+        raise VsegError(f"--stats {path}: use a .csv or .jsonl file name")
+    return suffix
 _LABEL_PNG = re.compile(r"\d{6,}\.png\Z")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -241,8 +255,7 @@ def plan_outputs(
     for v in _many(video):
         plan.videos.append(check_file_output(v, "output video", inputs=ins, overwrite=overwrite,
                                              flag="-o/--output"))
-        if v.suffix.lower() not in VIDEO_SUFFIXES:
-            raise VsegError(f"cannot write video {v}: use a .mp4 (or .mov/.m4v/.mkv) file name")
+        check_video_suffix(v)  # after: "that is the input" says more than "wrong suffix"
     for d in _many(labels_dir):
         plan.labels_dirs.append(check_labels_folder(d, inputs=ins, overwrite=overwrite))
     for r in _many(report):
@@ -252,8 +265,7 @@ def plan_outputs(
         plan.reports.append((html, js))
     for s in _many(stats):
         plan.stats.append(check_file_output(s, "stats file", inputs=ins, overwrite=overwrite, flag="--stats path"))
-        if s.suffix.lower() not in STATS_SUFFIXES:
-            raise VsegError(f"--stats {s}: use a .csv or .jsonl file name")
+        stats_format(s)
     outs = plan.files()
     for i, (kind_a, a) in enumerate(outs):
         for kind_b, b in outs[i + 1:]:

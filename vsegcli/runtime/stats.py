@@ -21,15 +21,7 @@ import numpy as np
 
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import part_name
-
-STATS_FORMATS = (".csv", ".jsonl")
-
-
-def stats_format(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in STATS_FORMATS:
-        raise VsegError(f"--stats {path}: use a .csv or .jsonl file name")
-    return suffix
+from vsegcli.io.outputs import stats_format
 
 
 class StatsSink:

@@ -21,7 +21,7 @@ import numpy as np
 
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import part_name
-from vsegcli.io.outputs import check_file_output
+from vsegcli.io.outputs import check_file_output, check_video_suffix
 from vsegcli.io.video.ffmpeg import error_line, ffmpeg_exe, parse_streams, popen_detached, run_ffmpeg_info
 
 # Output containers we write, and the audio codecs each can carry as-is (others -> AAC).
@@ -109,10 +109,7 @@ class VideoWriter:
             raise VsegError(f"output frame rate must be a positive number (got {self.fps})")
         if not (1 <= int(quality) <= 10):
             raise VsegError(f"quality must be between 1 and 10 (got {quality})")
-        if self.path.suffix.lower() not in _AUDIO_COPY:
-            raise VsegError(
-                f"cannot write video {self.path}: use a .mp4 (or .mov/.m4v/.mkv) file name"
-            )
+        check_video_suffix(self.path)
         # The output rules every vseg output shares (never an input, --overwrite, writable).
         check_file_output(self.path, "output video", inputs=[p for p in protected if p is not None],
                           overwrite=self.overwrite)

@@ -235,9 +235,6 @@ class TorchBackend:
     model: Segmentor
     name: str = "torch"
 
-    def describe(self) -> dict[str, Any]:
-        return {"runtime": self.name}
-
 
 class OrtBackend:
     """The model with its per-frame part run by an ONNX Runtime CPU session (see the module doc).
@@ -302,8 +299,7 @@ class OrtBackend:
         if size not in self.sessions:
             import onnxruntime as ort
 
-            path = self.graph_path(size)
-            self.paths[size] = path
+            path = self.paths[size] = self.graph_path(size)  # the cached graph each size runs
             self.sessions[size] = ort.InferenceSession(str(path), session_options(self.threads),
                                                        providers=["CPUExecutionProvider"])
         return self.sessions[size]
@@ -318,9 +314,6 @@ class OrtBackend:
             return FrameFeatures(*tensors)
         return tensors[0]
 
-    def describe(self) -> dict[str, Any]:
-        return {"runtime": self.name, "part": self.part, "onnx": [str(p) for p in self.paths.values()]}
-
 
 def _with_ort_part(model: Segmentor, part: str, run: Callable[[torch.Tensor], Any]) -> Segmentor:
     """A shallow copy of `model` (shares all modules and weights) whose per-frame method is `run`."""
@@ -330,10 +323,6 @@ def _with_ort_part(model: Segmentor, part: str, run: Callable[[torch.Tensor], An
     return proxy
 
 
-def runtime_supported(model: Segmentor) -> bool:
-    return ort_available() and exported_part(model) is not None
-
-
 def resolve_runtime(runtime: str, model: Segmentor, device: torch.device, precision: str) -> str:
     """"auto" -> onnxruntime when installed, on CPU, the model has an exportable per-frame part and
     the precision is one ORT runs (fp32, int8); else torch. Explicit choices are checked."""
@@ -341,7 +330,7 @@ def resolve_runtime(runtime: str, model: Segmentor, device: torch.device, precis
     if runtime not in RUNTIMES:
         raise VsegError(f"unknown runtime {runtime!r}: use torch, onnxruntime or auto")
     if runtime == "auto":
-        if device.type == "cpu" and precision in ("fp32", "int8") and runtime_supported(model):
+        if device.type == "cpu" and precision in ("fp32", "int8") and ort_available() and exported_part(model) is not None:
             return "onnxruntime"
         return "torch"
     if runtime == "onnxruntime" and device.type != "cpu":

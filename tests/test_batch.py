@@ -122,7 +122,7 @@ def test_torchrun_two_processes_write_what_one_does(tmp_path):
     src.mkdir()
     for i in range(4):
         make_video(src / f"c{i}.mp4", 64, 48, 3, fps=10)
-    common = [str(src), *RANDOM, "--no-legend", "--quiet", "--threads", "1"]
+    common = [str(src), *RANDOM, "--no-legend", "--quiet", "--threads", "1", "--device", "cpu"]
     one = CliRunner().invoke(cli, ["run", *common, "-o", str(tmp_path / "o1"), "--no-video",
                                    "--labels-dir", str(tmp_path / "o1" / "lab")])
     assert one.exit_code == 0, one.output

@@ -293,3 +293,18 @@ def test_gpu_bench_times_the_asked_gpu():
     row = bench_model("segformer-b0", size=(64, 96), device=dev, frames=5, warmup=2)
     assert row["status"] == "ok" and row["device"] == str(dev) and row["latency_ms"]["median"] > 0
     assert row["cudnn_benchmark"] is True and row["tf32_matmul"] is True
+
+
+def test_int8_alone_picks_the_cpu_on_a_machine_with_a_gpu(monkeypatch):
+    """--precision int8 exists only as an ONNX Runtime CPU graph: with --device auto it runs on the
+    CPU even where CUDA is available (seen on the H200: auto chose cuda:0 and int8 was refused);
+    an explicit device is kept (and then refused by make_backend with its one-line error)."""
+    from vsegcli.cli._options import device_for
+    from vsegcli.runtime.device import select_device, spec_for_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert select_device(spec_for_precision("auto", "fp32")) == torch.device("cuda:0")
+    assert select_device(spec_for_precision(None, "int8")) == torch.device("cpu")
+    assert device_for("auto", None, "int8") == "cpu" and device_for("auto", 0, "int8") == "cuda:0"
+    assert spec_for_precision("cuda:0", "int8") == "cuda:0"

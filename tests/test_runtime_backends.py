@@ -149,7 +149,7 @@ def _vseg(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProc
 
 def test_run_json_reports_runtime_and_precision(cache, tmp_path, tiny_video):
     proc = _vseg("run", str(tiny_video), "-c", str(WEIGHTS / "effl0-camvid.safetensors"), "--runtime", "auto",
-                 "--no-video", "--labels-dir", str(tmp_path / "lab"), "--max-frames", "2", "--json", "-q")
+                 "--device", "cpu", "--no-video", "--labels-dir", str(tmp_path / "lab"), "--max-frames", "2", "--json", "-q")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["runtime"] == "onnxruntime"  # auto: installed, on CPU, model supported

@@ -57,7 +57,7 @@ def test_run_threads_option_reaches_torch_and_the_json(tmp_path):
     video = make_video(tmp_path / "clip.mp4", width=64, height=48, n_frames=3)
     out = subprocess.run(
         [sys.executable, "-m", "vsegcli", "run", str(video), "-m", "segformer-b0", "--no-video",
-         "--labels-dir", str(tmp_path / "lab"), "--threads", "1", "--json", "--quiet"],
+         "--labels-dir", str(tmp_path / "lab"), "--threads", "1", "--device", "cpu", "--json", "--quiet"],
         env=_clean_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)

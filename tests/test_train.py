@@ -41,7 +41,9 @@ from vsegcli.train import (
 # Class -> colour of the toy data (CamVid ids: sky, road, car); 11 = void.
 COLOURS = {0: (220, 40, 40), 3: (40, 200, 40), 8: (40, 60, 220)}
 CROP = ["--crop", "64x96"]
-FAST = ["--batch", "2", "--workers", "0", "--backbone-weights", "none", "--quiet", *CROP]
+# --device cpu: the exact-resume comparisons need deterministic kernels (on CUDA, two identical runs
+# differ from the second step: cuDNN/atomic backward kernels; measured on an H200).
+FAST = ["--batch", "2", "--workers", "0", "--backbone-weights", "none", "--device", "cpu", "--quiet", *CROP]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -510,3 +512,26 @@ def test_log_record_in_a_cuda_only_group(tmp_path: Path) -> None:
         assert rec["loss"] == pytest.approx(0.5) and rec["loss_main"] == pytest.approx(0.25)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_training_bf16_stops_resumes_and_runs(effl0_run: Path, camvid: Path, tiny_video: Path,
+                                                  tmp_path: Path) -> None:
+    """On CUDA with bf16 autocast: stop at 3, resume to 6, every loss finite, val at 3 and 6, and
+    the checkpoint streams on the GPU (on CUDA the losses are not bit-exact between runs, see FAST)."""
+    run = tmp_path / "gpu"
+    common = ["--arch", "stt-effl0", "--num-frames", "2", "--dataset", "camvid", "--data-root", str(camvid),
+              "--init", str(effl0_run / "last.safetensors"), "--iters", "6", "--val-every", "3", "--log-every", "1",
+              "--batch", "2", "--workers", "0", "--precision", "bf16", "--device", "cuda:0", "--quiet", *CROP]
+    code, _, err = invoke(["train", *common, "--out", str(run), "--stop-after", "3"])
+    assert code == 0, err
+    code, _, err = invoke(["train", "--out", str(run), "--resume", "--quiet"])
+    assert code == 0, err
+    losses = [(r["iter"], r["loss"]) for r in train_records(run)]
+    assert [i for i, _ in losses] == [1, 2, 3, 4, 5, 6] and all(np.isfinite(v) for _, v in losses)
+    assert [v["iter"] for v in train_records(run, "val")] == [3, 6]
+    code, _, err = invoke(["run", str(tiny_video), "-c", str(run / "last.safetensors"), "--gpu", "0", "--no-video",
+                           "--labels-dir", str(tmp_path / "labels"), "-q"])
+    assert code == 0, err
+    assert len(list((tmp_path / "labels").glob("*.png"))) == 10

@@ -28,6 +28,7 @@ from vsegcli.io.outputs import plan_outputs
 from vsegcli.io.video.reader import DEFAULT_READ_TIMEOUT
 from vsegcli.io.video.source import Source, parse_source
 from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, select_device, stream
+from vsegcli.runtime.device import spec_for_precision
 from vsegcli.runtime.pipeline import shot_marked
 from vsegcli.runtime.render import Palette, draw_legend, legend_entries, load_palette, select_classes
 from vsegcli.runtime.stats import StatsSink
@@ -450,7 +451,7 @@ def load(
 
     if int(frame_batch) < 1:
         raise VsegError(f"frame_batch must be at least 1, got {frame_batch}")
-    dev = select_device(device)
+    dev = select_device(spec_for_precision(device, precision))
     if checkpoint is None and model is None:
         checkpoint = default_checkpoint()
         if checkpoint is None:

@@ -35,12 +35,12 @@ def gpu_option() -> Callable[[F], F]:
     return click.option("--gpu", type=click.IntRange(min=0), help="Alias for --device cuda:N.")
 
 
-def device_for(device: str, gpu: int | None) -> str:
+def device_for(device: str, gpu: int | None, precision: str | None = None) -> str:
     """The device string that --device and --gpu ask for together (`runtime.device.merge_gpu`:
-    they must agree when both are given, as for `vseg bench`)."""
-    from vsegcli.runtime.device import merge_gpu
+    they must agree when both are given, as for `vseg bench`); 'auto' with int8 is the CPU."""
+    from vsegcli.runtime.device import merge_gpu, spec_for_precision
 
-    return merge_gpu(device, gpu)
+    return spec_for_precision(merge_gpu(device, gpu), precision)
 
 
 def precision_option() -> Callable[[F], F]:

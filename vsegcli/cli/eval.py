@@ -121,7 +121,7 @@ def eval_cmd(dataset: str, data_root: Path, split: str, checkpoint: str | None, 
     from vsegcli.runtime.threads import set_threads, thread_report
 
     set_threads(threads)
-    device = device_for(device, gpu)
+    device = device_for(device, gpu, precision)
     _check_data(dataset, data_root, split)  # before any model is loaded: no data, nothing else matters
     rank, world, device = (d := init_distributed(device)).rank, d.world, d.device
     if device.type == "cuda":

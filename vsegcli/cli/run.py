@@ -179,7 +179,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
 
     if no_video and labels_dir is None and report is None and stats is None:
         raise VsegError("--no-video needs --labels-dir, --report or --stats: otherwise nothing would be written")
-    device = device_for(device, gpu)
+    device = device_for(device, gpu, precision)
     console, show = _console(quiet)
     jobs, batch = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)
     from vsegcli.distributed import Dist, finish, init_distributed

@@ -49,6 +49,13 @@ def merge_gpu(device: str | int | None, gpu: int | None) -> str:
     return "auto" if device is None else str(device).strip().lower()
 
 
+def spec_for_precision(spec: str | int | None, precision: str | None) -> str:
+    """'auto' with int8 means the CPU: int8 exists only as an ONNX Runtime CPU graph, so
+    `--precision int8` alone works on a machine with a GPU too. Other specs pass unchanged."""
+    spec = "auto" if spec is None else str(spec).strip().lower()
+    return "cpu" if spec == "auto" and (precision or "").lower() == "int8" else spec
+
+
 def resolve_device(device: str | int | None = "auto", gpu: int | None = None) -> tuple[torch.device, str | None]:
     """`--device` and `--gpu N` (which must agree when both are given) -> the device and, for
     'auto' on a machine without CUDA, a note saying the CPU is what gets measured."""

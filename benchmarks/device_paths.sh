@@ -6,13 +6,17 @@
 #   (bf16, stopped and resumed), `vseg run` with bf16 and micro-batches, and the section-3 benches
 #   the first run left out (upstream protocol, batch 8, 1024x2048, end-to-end frame batches).
 # Here, once:  ../shared/tools/device-prep clean video && benchmarks/device_camvid.sh
-# Device tool: bash benchmarks/device_paths.sh   (carry .device; logs and JSON land in $OUT)
+# Device tool: bash benchmarks/device_paths.sh [suite]   (carry .device; one archive lands in $OUT:
+# the tool brings back at most 8 files). `suite` runs only step 1.
 set -uo pipefail
-out=${OUT:-benchmarks/results/device}
-mkdir -p "$out"
+only=${1:-all}
+final=${OUT:-benchmarks/results/device}
+out=$(mktemp -d)
+trap 'tar czf "$final/device_paths.tgz" -C "$out" . && echo "== archive: $final/device_paths.tgz"' EXIT
+mkdir -p "$final"
 if [ -d .device/whl ] && ls .device/whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .device/whl/*.whl
-    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    # into the interpreter's own site-packages: tests start subprocesses with a clean environment
+    python3 -m pip install -q --no-index --no-deps .device/whl/*.whl
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 VSEG_CACHE_DIR=/tmp/vseg-cache
 # The tests look for CamVid beside the checkout, as on the development machine.
@@ -27,6 +31,7 @@ step() { local name=$1 limit=$2; shift 2; local t0=$SECONDS
     echo "== $name: rc=$rc $((SECONDS - t0)) s"; tail -n 6 "$out/$name.log"; }
 # 1. The whole suite with CUDA visible (auto device = cuda where a test does not pin the CPU).
 step suite 170 python3 -m pytest -q -p no:cacheprovider -n 14 -rfs --timeout 150 tests/
+[ "$only" = suite ] && exit
 # 2. eval on the GPU vs the CPU numbers (stt-effl0 66.86, mrcfa-effl0 65.68 on CamVid val).
 for v in "fp32:" "exact:--no-fast-math" "bf16:--precision bf16"; do
     # shellcheck disable=SC2086

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -42,6 +43,23 @@ def ffmpeg_exe() -> str:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:  # no bundled binary and none on PATH
         raise VsegError(f"ffmpeg was not found ({exc}); reinstall imageio-ffmpeg") from None
+
+
+def ffmpeg_env() -> dict[str, str] | None:
+    """The environment every ffmpeg we start runs in (None: ours, unchanged).
+
+    The static glibc builds of ffmpeg (johnvansickle "-static", bundled by imageio-ffmpeg 0.6 on
+    Linux) die with SIGSEGV on any MPEG-TS input: the demuxer converts the service name with
+    iconv_open("UTF-8", "ISO6937"), and the static glibc dlopens the host's ISO_6937.so from
+    gconv-modules.cache, a module of another glibc. With GCONV_PATH set the cache is skipped and
+    only the plain gconv-modules files are read; since glibc 2.34 that file lists just the core
+    converters (the rest moved to gconv-modules.d, which the old static glibc does not read), so
+    iconv_open fails and ffmpeg keeps the raw bytes. A dynamically linked ffmpeg still finds
+    every converter (its glibc reads gconv-modules.d too).
+    """
+    if not sys.platform.startswith("linux") or "GCONV_PATH" in os.environ:
+        return None
+    return {**os.environ, "GCONV_PATH": os.devnull}  # /dev/null holds no gconv-modules
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,6 +154,7 @@ def run_ffmpeg_info(path: Path | str) -> str:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=60,
+            env=ffmpeg_env(),
         )
     except subprocess.TimeoutExpired:
         raise VsegError(f"ffmpeg took over 60 s to open {path}; is it a regular video file?") from None

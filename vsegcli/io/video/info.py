@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vsegcli.errors import VsegError
-from vsegcli.io.video.ffmpeg import error_line, ffmpeg_exe, parse_streams, run_ffmpeg_info, split_top
+from vsegcli.io.video.ffmpeg import error_line, ffmpeg_env, ffmpeg_exe, parse_streams, run_ffmpeg_info, split_top
 from vsegcli.io.video.images import IMAGE_EXTENSIONS, list_images, read_image
 
 # An image folder has no timing; this is the rate its output video is written at.
@@ -90,17 +90,20 @@ def _snap_fps(fps: float) -> float:
 
 
 def _count_packets(path: Path, stream_index: int) -> int | None:
-    # Demux-only pass (stream copy to the null muxer): no decoding, one packet per frame.
+    # Demux-only pass (stream copy, no decoding), one framecrc line per packet = per frame. Not
+    # the null muxer's "frame=" progress: ffmpeg 7.0 prints none for a stream copy.
     try:
         proc = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream_index}",
-             "-c", "copy", "-f", "null", "-"],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+             "-map", f"0:{stream_index}", "-c", "copy", "-f", "framecrc", "-"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=30, env=ffmpeg_env(),
         )
     except subprocess.TimeoutExpired:
         return None
-    found = re.findall(rb"frame=\s*(\d+)", proc.stderr)
-    return int(found[-1]) if proc.returncode == 0 and found else None
+    if proc.returncode != 0:
+        return None
+    # Header lines start with "#"; packet lines with the output stream index, "0,".
+    return sum(1 for line in proc.stdout.splitlines() if line.startswith(b"0,"))
 
 
 def _check_exists(path: Path) -> None:

@@ -26,7 +26,8 @@ from typing import Iterator
 import numpy as np
 
 from vsegcli.errors import VsegError
-from vsegcli.io.video.ffmpeg import DecoderLog, error_line, ffmpeg_exe, hwaccel_error_line, passthrough_args, popen_detached
+from vsegcli.io.video.ffmpeg import (DecoderLog, error_line, ffmpeg_env, ffmpeg_exe, hwaccel_error_line,
+                                    passthrough_args, popen_detached)
 from vsegcli.io.video.images import list_images, read_image
 from vsegcli.io.video.info import DEFAULT_IMAGE_FPS, VideoInfo, describe_listing, probe
 from vsegcli.io.video.source import Source, parse_source
@@ -108,7 +109,7 @@ class _DecoderProcess:
         stdin = None if stdin_source else subprocess.DEVNULL  # `-`: ffmpeg reads our stdin itself
         try:
             self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         **popen_detached())
+                                         env=ffmpeg_env(), **popen_detached())
         except OSError as exc:
             raise VsegError(f"cannot start ffmpeg ({exc}); reinstall imageio-ffmpeg") from None
         self._header = threading.Event()

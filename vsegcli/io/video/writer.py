@@ -22,7 +22,7 @@ import numpy as np
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import part_name
 from vsegcli.io.outputs import check_file_output, check_video_suffix
-from vsegcli.io.video.ffmpeg import error_line, ffmpeg_exe, parse_streams, popen_detached, run_ffmpeg_info
+from vsegcli.io.video.ffmpeg import error_line, ffmpeg_env, ffmpeg_exe, parse_streams, popen_detached, run_ffmpeg_info
 
 # Output containers we write, and the audio codecs each can carry as-is (others -> AAC).
 _MP4_AUDIO_COPY = {"aac", "mp3", "alac", "ac3", "eac3"}
@@ -150,7 +150,7 @@ class VideoWriter:
         try:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                **popen_detached(),
+                env=ffmpeg_env(), **popen_detached(),
             )
         except OSError as exc:
             self._cleanup()
@@ -261,7 +261,7 @@ class VideoWriter:
             cmd += ["-movflags", "+faststart"]
         cmd.append(str(self._mux_tmp))
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                              **popen_detached())
+                              env=ffmpeg_env(), **popen_detached())
         if proc.returncode != 0:
             raise VsegError(
                 f"adding the audio of {src} to {self.path} failed "

@@ -76,9 +76,10 @@ def make_video(
         pix_fmt = "yuv444p"  # yuv420p cannot hold odd sizes; the reader must still cope
     else:
         pix_fmt = "yuv420p"
+    # VFR frames go in on a 1/(2 fps) clock; the setts filter below restamps the encoded packets.
     cmd = [FFMPEG, "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-           "-r", str(fps), "-i", "-"]
+           "-r", str(2 * fps if vfr else fps), "-i", "-"]
     video_seconds = vfr_times(n_frames, fps)[-1] if vfr else n_frames / fps
     if audio:
         dur = audio_duration if audio_duration is not None else video_seconds
@@ -88,7 +89,10 @@ def make_video(
     if audio:
         cmd += ["-map", "1:a:0", "-c:a", audio_codec]
     if vfr:
-        cmd += ["-vf", f"setpts='(3*N-mod(N,2))/({2 * fps})/TB'", "-fps_mode", "passthrough"]
+        # Packet times and durations in ticks of 1/(2 fps), the last frame's included. Not setpts
+        # on the frames: ffmpeg 7.0's setpts drops the frame duration, its mp4 muxer then ends
+        # the edit list at the last frame's start and that frame is never decoded.
+        cmd += ["-bsf:v", "setts=ts=3*N-mod(N\\,2):duration=2+2*mod(N\\,2)", "-fps_mode", "passthrough"]
     cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "8", "-pix_fmt", pix_fmt,
             "-g", "5"]
     if faststart:
@@ -122,11 +126,11 @@ def make_video(
 def vfr_times(n_frames: int, fps: float) -> list[float]:
     """Start times of the frames `make_video(vfr=True)` writes: frame k starts at
     (3k - k%2) / (2 fps), i.e. durations alternate 1/fps and 2/fps. For fps=20: 0, .05, .15, .2, ...
-    The returned list has one more entry, the end of the last frame as the mp4 muxer stores it
-    (verified with ffmpeg 9: the container duration equals the last frame's start).
+    The returned list has one more entry, the end of the last frame: every packet carries its
+    duration, so the mp4 container duration is that end (same file from ffmpeg 7.0.2 and 9.0.2).
     """
     starts = [(3 * k - k % 2) / (2 * fps) for k in range(n_frames)]
-    return starts + [starts[-1] if n_frames > 1 else 1 / fps]
+    return starts + [starts[-1] + (2 if (n_frames - 1) % 2 else 1) / fps]
 
 
 def make_images(folder: str | Path, names: list[str], width: int = 32, height: int = 24,
@@ -150,22 +154,17 @@ def make_images(folder: str | Path, names: list[str], width: int = 32, height: i
     return out
 
 
-def _copy_to_null(path: str | Path, stream: str) -> str:
-    # Stream copy to the null muxer: demuxes every packet without decoding (fast).
+def count_packets(path: str | Path) -> int:
+    """Number of video packets (= frames for H.264 without B-frame tricks) in the file."""
+    # Stream copy to the framecrc muxer: one line per packet, no decoding. (The null muxer's
+    # "frame=" progress is not printed for a stream copy by ffmpeg 7.0.)
     proc = subprocess.run(
-        [FFMPEG, "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream}:0",
-         "-c", "copy", "-f", "null", "-"],
+        [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+         "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"],
         capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
-    return proc.stderr
-
-
-def count_packets(path: str | Path) -> int:
-    """Number of video packets (= frames for H.264 without B-frame tricks) in the file."""
-    text = _copy_to_null(path, "v")
-    found = re.findall(r"frame=\s*(\d+)", text)
-    return int(found[-1]) if found else 0
+    return sum(1 for line in proc.stdout.splitlines() if line.startswith("0,"))
 
 
 def audio_duration(path: str | Path) -> float:

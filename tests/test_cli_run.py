@@ -69,7 +69,11 @@ def test_bikes_quickstart_acceptance(small_ckpt, tmp_path):
     with FrameReader(BIKES, max_frames=3) as reader:
         expected = seg.segment_frames([f for _, f in reader])
     for i in range(3):
-        np.testing.assert_array_equal(cv2.imread(str(pngs[i]), cv2.IMREAD_UNCHANGED), expected[i])
+        got_labels = cv2.imread(str(pngs[i]), cv2.IMREAD_UNCHANGED)
+        if summary["device"] == "cpu":
+            np.testing.assert_array_equal(got_labels, expected[i])
+        else:  # a GPU run computes with TF32 (`--fast-math`): 99.95 % of pixels on an H200, PERFORMANCE 7.1
+            assert (got_labels == expected[i]).mean() >= 0.995
     # the overlay really is the blend of frame and colours (within H.264 error)
     with FrameReader(out, max_frames=1) as reader, FrameReader(BIKES, max_frames=1) as src:
         (_, got), (_, frame) = next(iter(reader)), next(iter(src))

@@ -44,12 +44,18 @@ from vsegcli.models.base import Segmentor
 RUNTIMES = ("torch", "onnxruntime", "auto")
 OPSET = 17
 # Nodes kept in fp32 by the int8 recipe (regexes over the exported node names, which follow the
-# module path: /backbone/_conv_stem/Conv, /lateral.0/conv/Conv, /cls/Conv): the stem sees raw
-# normalised pixels; everything after the backbone (decoder, classifier) decides the argmax margins;
-# depthwise convolutions (one 3x3/5x5 filter per channel, few FLOPs) lose the most to int8.
-# Measured on effl0 (CamVid val mIoU, fp32 65.27): stem + decoder fp32 64.70; + last two blocks
-# 64.70; percentile calibration 64.59; + depthwise fp32 65.00.
-INT8_KEEP_FP32 = (r"^/backbone/_conv_stem/", r"^/(?!backbone/)", r"_depthwise_conv/")
+# module path: /backbone/_conv_stem/Conv, /lateral.0/conv/Conv, /cls/Conv). The stem sees raw
+# normalised pixels; everything after the backbone (decoder, classifier) decides the argmax margins.
+# Which depthwise convolutions may be int8 depends on the weights, so the recipe is chosen per
+# measured architecture (benchmarks/int8_sensitivity.py ranks layers on held-out TRAIN frames; CamVid
+# val then judges the recipe, docs/PERFORMANCE.md 8.2):
+#   effl0 / stt-effl0 (trained on [-1, 1] inputs): depthwise int8 too: val -0.11 / -0.04 mIoU, and
+#     1.56x ORT fp32's speed, where the depthwise-fp32 recipe gave 1.0x (its quantise/dequantise
+#     pairs cost what the int8 1x1 convs save).
+#   mrcfa-effl0 (ImageNet-normalised base): depthwise int8 lost 0.50, so its depthwise convs stay fp32.
+INT8_STEM_AND_HEAD = (r"^/backbone/_conv_stem/", r"^/(?!backbone/)")
+INT8_CONSERVATIVE = (*INT8_STEM_AND_HEAD, r"_depthwise_conv/")
+INT8_RECIPES: dict[str, tuple[str, ...]] = {"effl0": INT8_STEM_AND_HEAD, "stt-effl0": INT8_STEM_AND_HEAD}
 CALIBRATION_ENV = "VSEG_CALIBRATION_FRAMES"
 # ORT calibration method for activation ranges: "minmax" or "percentile" (99.999th, clips outliers).
 INT8_CALIBRATION = "minmax"
@@ -146,6 +152,11 @@ def export_onnx(model: Segmentor, part: str, path: Path, size: tuple[int, int]) 
     return path
 
 
+def int8_recipe(architecture: str | None) -> tuple[str, ...]:
+    """The fp32-kept node patterns of `architecture`'s int8 graph (INT8_RECIPES; else conservative)."""
+    return INT8_RECIPES.get(architecture or "", INT8_CONSERVATIVE)
+
+
 def int8_nodes_to_exclude(onnx_path: Path, keep_fp32: Sequence[str]) -> list[str]:
     """Names of the nodes matching one of the regexes `keep_fp32` (the legacy exporter names nodes
     after their module path, e.g. /backbone/_conv_stem/Conv)."""
@@ -167,7 +178,7 @@ class _Calibration:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray],
-                  keep_fp32: Sequence[str] = INT8_KEEP_FP32, method: str = INT8_CALIBRATION) -> Path:
+                  keep_fp32: Sequence[str] = INT8_CONSERVATIVE, method: str = INT8_CALIBRATION) -> Path:
     """Static QDQ int8: per-channel weights, uint8 activations from MinMax calibration on the given
     prepared frames; nodes named under `keep_fp32` stay fp32."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -246,7 +257,7 @@ class OrtBackend:
 
     def __init__(self, model: Segmentor, precision: str = "fp32", mean: Sequence[float] = (0.0, 0.0, 0.0),
                  std: Sequence[float] = (1.0, 1.0, 1.0), calibration: str | Path | None = None,
-                 threads: int | None = None, keep_fp32: Sequence[str] = INT8_KEEP_FP32) -> None:
+                 threads: int | None = None, keep_fp32: Sequence[str] | None = None) -> None:
         if not ort_available():
             raise VsegError('--runtime onnxruntime needs ONNX Runtime: pip install "vseg[onnx]"')
         part = exported_part(model)
@@ -259,7 +270,8 @@ class OrtBackend:
             calibration_images(calibration)  # no frames to calibrate with: say so before the first frame
         self.part, self.precision, self.torch_model = part, precision, model
         self.mean, self.std = list(mean), list(std)
-        self.calibration, self.threads, self.keep_fp32 = calibration, threads, tuple(keep_fp32)
+        self.calibration, self.threads = calibration, threads
+        self.keep_fp32 = tuple(int8_recipe(model.arch_name) if keep_fp32 is None else keep_fp32)
         self.sessions: dict[tuple[int, int], Any] = {}
         self.paths: dict[tuple[int, int], Path] = {}
         self.model = _with_ort_part(model, part, self._run)
@@ -362,11 +374,11 @@ def make_backend(runtime: str, model: Segmentor, device: torch.device, precision
 MAX_MIOU_DROP = 0.5
 MEASURE_ENV = "VSEG_MEASURE_PRECISION"  # =1: skip the check (benchmarks/precision_accuracy.py sets it)
 # Measured with benchmarks/precision_accuracy.py (2026-11-30, ORT 1.32, torch 2.13, this CPU:
-# AVX512-BF16, no AMX); int8 = the recipe above (MinMax on 32 CamVid train frames; stem, depthwise convs, decoder fp32).
+# AVX512-BF16, no AMX); int8 = each architecture's recipe above (MinMax on 32 CamVid train frames).
 MEASURED_MIOU: dict[str, dict[str, float]] = {
-    # re-measured on the retrained effl0 / stt-effl0 of issue 14 (same day, same recipe)
-    "effl0": {"fp32": 66.66, "bf16": 66.59, "int8": 66.29},
-    "stt-effl0": {"fp32": 66.86, "bf16": 66.79, "int8": 66.48},
+    # the retrained effl0 / stt-effl0 of issue 14; int8 with their depthwise convs int8 (INT8_RECIPES)
+    "effl0": {"fp32": 66.66, "bf16": 66.59, "int8": 66.55},
+    "stt-effl0": {"fp32": 66.86, "bf16": 66.79, "int8": 66.82},
     "mrcfa-effl0": {"fp32": 65.68, "bf16": 65.80, "int8": 65.57},
 }
 

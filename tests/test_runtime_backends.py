@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vsegcli.errors import VsegError
+
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'vseg[onnx]')")
 pytest.importorskip("onnx", reason="onnx not installed (pip install 'vseg[onnx]')")
 
@@ -190,3 +192,49 @@ def test_measured_int8_is_offered_and_reported(cache, tmp_path, tiny_video):
     result = json.loads(proc.stdout)
     assert (result["precision"], result["runtime"]) == ("int8", "onnxruntime")
     assert len(list((tmp_path / "lab").glob("*.png"))) == 2
+
+
+def test_int8_from_measured_ranges_is_the_graph_the_frames_give(cache):
+    """Ranges measured once (`calibrate_ranges`, what ships beside a checkpoint) quantise to the
+    very int8 graph that calibrating on the same frames gives: every scale, zero point and weight."""
+    import onnx
+    from onnx import numpy_helper
+
+    from vsegcli import api
+    from vsegcli.runtime.onnx_backend import OrtBackend, calibrate_ranges, int8_recipe, quantize_int8
+
+    seg = api.load(WEIGHTS / "effl0-camvid.safetensors", device="cpu")
+    p = seg.predictor
+    backend = OrtBackend(p.model, "fp32", p.mean.flatten().tolist(), p.std.flatten().tolist())
+    size = (128, 224)
+    fp32 = backend.graph_path(size)
+    arrays = [backend._prepare(f, size) for f in _frames(3, offset=50)]
+    from_frames = quantize_int8(fp32, cache / "from_frames.onnx", arrays, int8_recipe("effl0"))
+    ranges = calibrate_ranges(fp32, arrays)
+    assert len(ranges) > 50 and all(lo <= hi for lo, hi in ranges.values())
+    from_ranges = quantize_int8(fp32, cache / "from_ranges.onnx", ranges, int8_recipe("effl0"))
+    a, b = ({i.name: numpy_helper.to_array(i) for i in onnx.load(str(f)).graph.initializer}
+            for f in (from_frames, from_ranges))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    del ranges[next(k for k in ranges if "_project_conv" in k)]
+    with pytest.raises(VsegError, match="int8 ranges lack 1 activations"):
+        quantize_int8(fp32, cache / "partial.onnx", ranges, int8_recipe("effl0"))
+
+
+def test_shipped_ranges_make_int8_work_without_frames(cache, tmp_path, tiny_video):
+    """The shipped checkpoints carry their int8 ranges (X.int8-ranges.json, CamVid train): with no
+    VSEG_CALIBRATION_FRAMES, `--precision int8` alone runs, and the JSON names the ranges file."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "VSEG_CALIBRATION_FRAMES"}
+    proc = subprocess.run([sys.executable, "-m", "vsegcli", "run", str(tiny_video), "-c",
+                           str(WEIGHTS / "stt-effl0-camvid.safetensors"), "--precision", "int8", "--no-video",
+                           "--labels-dir", str(tmp_path / "lab"), "--max-frames", "3", "--json", "-q"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads(proc.stdout)["model"]
+    assert model["int8_calibration"] == str(WEIGHTS / "stt-effl0-camvid.int8-ranges.json")
+    assert len(list((tmp_path / "lab").glob("*.png"))) == 3
+    for name in ("effl0", "stt-effl0", "mrcfa-effl0"):  # every shipped model that offers int8
+        doc = json.loads((WEIGHTS / f"{name}-camvid.int8-ranges.json").read_text())
+        assert doc["architecture"] == name and doc["format"] == "vseg-int8-ranges/1"

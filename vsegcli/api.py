@@ -72,6 +72,7 @@ class ModelInfo:
     ignored_keys: list[str] = field(default_factory=list)
     random_init: bool = False
     temporal: bool = False
+    int8_calibration: str | None = None  # int8: the training-frame folder or ranges file it was calibrated on
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -473,9 +474,11 @@ def load(
     info.temporal = get_architecture(info.architecture).temporal
     if fold_bn:
         fold_batchnorm(net.eval())
-    from vsegcli.runtime.onnx_backend import check_precision
+    from vsegcli.runtime.onnx_backend import CALIBRATION_ENV, check_precision, ranges_beside
 
     check_precision(info.architecture, precision, dev)
+    if calibration is None and not os.environ.get(CALIBRATION_ENV):
+        calibration = ranges_beside(info.checkpoint)  # a shipped model's int8 ranges: no frames needed
     predictor = Predictor(
         net, meta.mean, meta.std, Palette.from_list(meta.palette), dev, precision,
         size=size if size is not None else meta.input_size, classes=list(meta.classes),
@@ -483,6 +486,8 @@ def load(
     )
     predictor.frame_batch = int(frame_batch)
     predictor.shot_reset = bool(shot_reset)
+    if predictor.precision == "int8":
+        info.int8_calibration = str(getattr(predictor.backend, "calibration", None))
     return VideoSegmenter(predictor, info)
 
 

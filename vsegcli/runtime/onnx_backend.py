@@ -31,7 +31,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -177,10 +177,13 @@ class _Calibration:
         return None if a is None else {"images": a}
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray],
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray] | Mapping[str, Sequence[float]],
                   keep_fp32: Sequence[str] = INT8_CONSERVATIVE, method: str = INT8_CALIBRATION) -> Path:
-    """Static QDQ int8: per-channel weights, uint8 activations from MinMax calibration on the given
-    prepared frames; nodes named under `keep_fp32` stay fp32."""
+    """Static QDQ int8: per-channel weights, uint8 activations; nodes named under `keep_fp32` stay
+    fp32. `calibration`: prepared frames (MinMax or percentile ranges measured on them), or
+    activation ranges measured before (`calibrate_ranges`, e.g. shipped beside a checkpoint):
+    then ORT calibrates on one blank frame and every range is overridden, which gives the very
+    graph the frames would (tests/test_runtime_backends.py)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -188,23 +191,111 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
         pre = Path(str(tmp) + ".pre.onnx")
         try:
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(tmp), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+            arrays, extra = calibration, {}
+            if isinstance(calibration, Mapping):
+                arrays = [_blank_input(pre)]
+                missing = sorted(set(calibrate_ranges(pre, arrays)) - set(calibration))
+                if missing:
+                    raise VsegError(f"the int8 ranges lack {len(missing)} activations of this graph (e.g. "
+                                    f"{missing[0]}; exported by another torch version?): calibrate on frames "
+                                    f"instead, {CALIBRATION_ENV}=FOLDER of training images")
+                extra = {"TensorQuantOverrides": {k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+                                                  for k, (lo, hi) in calibration.items()}}
+            quantize_static(str(pre), str(tmp), _Calibration(list(arrays)), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method={"minmax": CalibrationMethod.MinMax,
                                               "percentile": CalibrationMethod.Percentile}[method],
-                            nodes_to_exclude=int8_nodes_to_exclude(pre, keep_fp32))
+                            nodes_to_exclude=int8_nodes_to_exclude(pre, keep_fp32), extra_options=extra)
         finally:
             pre.unlink(missing_ok=True)
             Path(str(pre) + ".data").unlink(missing_ok=True)
     return out_path
 
 
-def calibration_images(source: str | Path | None, count: int = 32) -> list[Path]:
-    """`count` images spread evenly over a folder of training frames (sorted by name)."""
+def _blank_input(onnx_path: Path) -> np.ndarray:
+    import onnx
+
+    dims = onnx.load(str(onnx_path)).graph.input[0].type.tensor_type.shape.dim
+    return np.zeros([d.dim_value or 1 for d in dims], np.float32)
+
+
+def calibrate_ranges(onnx_path: Path, arrays: list[np.ndarray]) -> dict[str, tuple[float, float]]:
+    """MinMax range of every activation int8 would quantise, over the prepared frames."""
+    import tempfile
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    with tempfile.TemporaryDirectory(prefix="vseg-calib-") as tmp:
+        calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                       calibrate_method=CalibrationMethod.MinMax)
+        calibrator.collect_data(_Calibration(arrays))
+        data = calibrator.compute_data().data
+    return {k: (float(np.asarray(v.range_value[0]).item()), float(np.asarray(v.range_value[1]).item()))
+            for k, v in data.items()}
+
+
+# Activation ranges shipped beside a checkpoint (X.safetensors -> X.int8-ranges.json), measured by
+# `write_int8_ranges` on its training frames: `--precision int8` then needs no calibration folder.
+RANGES_SUFFIX = ".int8-ranges.json"
+RANGES_FORMAT = "vseg-int8-ranges/1"
+
+
+def ranges_beside(checkpoint: str | Path | None) -> Path | None:
+    """The int8 ranges file shipped beside `checkpoint`, if there is one."""
+    if checkpoint is None or "://" in str(checkpoint):
+        return None
+    path = Path(checkpoint)
+    path = path.with_name(path.name.removesuffix(path.suffix) + RANGES_SUFFIX)
+    return path if path.is_file() else None
+
+
+def write_int8_ranges(checkpoint: str | Path, frames: str | Path, size: tuple[int, int], out: Path | None = None) -> Path:
+    """Measure a checkpoint's int8 activation ranges on training frames (the 32 that
+    `calibration_images` picks) at input size (h, w), and write them beside it."""
+    from vsegcli import api
+    from vsegcli.data.datasets.base import read_image
+
+    seg = api.load(checkpoint, device="cpu")
+    p = seg.predictor
+    backend = OrtBackend(p.model, "fp32", p.mean.flatten().tolist(), p.std.flatten().tolist())
+    files = calibration_images(frames)
+    ranges = calibrate_ranges(backend.graph_path(size), [backend._prepare(read_image(f), size) for f in files])
+    out = out or Path(checkpoint).with_name(Path(checkpoint).name.removesuffix(Path(checkpoint).suffix) + RANGES_SUFFIX)
+    doc = {"format": RANGES_FORMAT, "architecture": seg.info.architecture, "method": "minmax",
+           "size": list(size), "frames": f"{len(files)} of {Path(frames).name}/ (sha256 {calibration_digest(files)})",
+           "torch": torch.__version__, "ranges": ranges}
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def load_ranges(path: Path) -> dict[str, tuple[float, float]]:
+    try:
+        doc = json.loads(Path(path).read_text())
+        if doc.get("format") != RANGES_FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, expected {RANGES_FORMAT}")
+        return {k: (float(lo), float(hi)) for k, (lo, hi) in doc["ranges"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VsegError(f"{path}: not a vseg int8 ranges file ({exc})") from None
+
+
+def calibration_source(source: str | Path | None) -> Path:
+    """Where int8 takes its activation ranges from: `source`, else $VSEG_CALIBRATION_FRAMES — a
+    folder of training frames or an int8 ranges file (RANGES_SUFFIX)."""
     source = source or os.environ.get(CALIBRATION_ENV)
     if not source:
         raise VsegError(f"int8 is calibrated once per checkpoint on training frames: set {CALIBRATION_ENV} "
-                        "to a folder of training images (e.g. camvid/train)")
+                        "to a folder of training images (e.g. camvid/train); the shipped models need none "
+                        "(their ranges ship beside them)")
+    path = Path(source)
+    if path.is_file() and path.name.endswith(RANGES_SUFFIX):
+        return path
+    calibration_images(path)  # a folder with frames, or say why not
+    return path
+
+
+def calibration_images(source: str | Path, count: int = 32) -> list[Path]:
+    """`count` images spread evenly over a folder of training frames (sorted by name)."""
     from vsegcli.data.datasets.base import images_in
 
     folder = Path(source)
@@ -266,8 +357,8 @@ class OrtBackend:
                             "use --runtime torch")
         if precision not in ("fp32", "int8"):
             raise VsegError(f"--runtime onnxruntime runs fp32 or int8, not {precision}")
-        if precision == "int8":
-            calibration_images(calibration)  # no frames to calibrate with: say so before the first frame
+        if precision == "int8":  # nothing to calibrate with: say so before the first frame
+            calibration = calibration_source(calibration)
         self.part, self.precision, self.torch_model = part, precision, model
         self.mean, self.std = list(mean), list(std)
         self.calibration, self.threads = calibration, threads
@@ -285,7 +376,8 @@ class OrtBackend:
             export_onnx(model, part, fp32_path, size)
         if self.precision != "int8":
             return fp32_path
-        files = calibration_images(self.calibration)
+        source = calibration_source(self.calibration)
+        files = calibration_images(source) if source.is_dir() else [source]
         # Everything the activation ranges depend on: the frames' content (names alone repeat
         # across folders: VSPW's 00000000.jpg in every video) and the normalisation they get.
         extra = (f"{tag};{','.join(self.keep_fp32)};{INT8_CALIBRATION};{calibration_digest(files)};"
@@ -294,7 +386,8 @@ class OrtBackend:
         if not path.is_file():
             from vsegcli.data.datasets.base import read_image  # the training-frame reader
 
-            arrays = [self._prepare(read_image(p), size) for p in files]
+            ranges = load_ranges(source) if source.is_file() else None
+            arrays = ranges or [self._prepare(read_image(p), size) for p in files]
             quantize_int8(fp32_path, path, arrays, self.keep_fp32, INT8_CALIBRATION)
         return path
 

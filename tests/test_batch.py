@@ -74,12 +74,14 @@ def test_globs_lists_and_unique_names(tmp_path):
         make_video(tmp_path / sub / "clip.mp4", 32, 32, 2, fps=10)
     listing = tmp_path / "list.txt"
     listing.write_text("# two clips of the same name\nx/clip.mp4\n\ny/clip.mp4\nrtsp://127.0.0.1:8554/cam\n")
-    sources, batch = expand_inputs([f"@{listing}"])
-    assert batch and [s.kind for s in sources] == ["file", "file", "url"]
+    expanded = expand_inputs([f"@{listing}"])
+    sources = expanded.sources
+    assert expanded.batch and [s.kind for s in sources] == ["file", "file", "url"]
     jobs = plan_jobs(sources, tmp_path / "o", None, None, None, no_video=False)
     assert [j.video.name for j in jobs] == ["clip_seg.mp4", "clip-2_seg.mp4", "cam_seg.mp4"]
-    globbed, batch = expand_inputs([str(tmp_path / "*" / "clip.mp4")])
-    assert batch and len(globbed) == 2
+    globbed = expand_inputs([str(tmp_path / "*" / "clip.mp4")])
+    assert globbed.batch and len(globbed.sources) == 2
+    assert globbed.patterns == [str(tmp_path / "*" / "clip.mp4")] and globbed.folders == []
 
 
 def test_quickstart_twice_does_not_collide(tmp_path, monkeypatch):
@@ -249,7 +251,9 @@ def test_batch_outputs_in_a_sub_folder_of_the_input_folder_are_fine(tmp_path, mo
     r = CliRunner().invoke(cli, ["run", *args, *RANDOM, "--quiet"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (src / "out").iterdir()) == ["c0_seg.mp4", "c1_seg.mp4", MANIFEST_NAME]
-    assert sorted(s.name for s in expand_inputs([str(src)])[0]) == ["c0", "c1"]  # out/ is no input
+    expanded = expand_inputs([str(src)])
+    assert sorted(s.name for s in expanded.sources) == ["c0", "c1"]  # out/ is no input
+    assert expanded.folders == [src] and expanded.patterns == []
     r = CliRunner().invoke(cli, ["run", *args, *RANDOM, "--quiet", "--skip-existing"])
     assert r.exit_code == 0, r.output
 

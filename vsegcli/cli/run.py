@@ -14,7 +14,7 @@ from vsegcli.cli._options import (
 )
 from vsegcli.errors import VsegError
 from vsegcli.io.outputs import STATS_SUFFIXES, VIDEO_SUFFIXES, check_file_output, plan_outputs
-from vsegcli.runtime.batch import JobEvents
+from vsegcli.runtime.batch import Inputs, JobEvents
 from vsegcli.runtime.progress import FrameProgress
 
 
@@ -39,20 +39,17 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
-def _refuse_outputs_in_batch_folders(jobs: list[Any], inputs: tuple[str, ...]) -> None:
+def _refuse_outputs_in_batch_folders(jobs: list[Any], expanded: Inputs) -> None:
     """A batch folder's inputs are its videos and its sub-folders of images (runtime.batch): an
     overlay video or a labels folder written directly into it would be taken for a new input by a
     rerun. Deeper (videos/out/) is fine: sub-folders of sub-folders are not looked into. Likewise
-    an output that a glob input matches ('videos/*.mp4' -o videos/)."""
-    import glob
+    an output that a glob input matches ('videos/*.mp4' -o videos/). `expanded` is what
+    `expand_inputs` returned (the folders and patterns it expanded)."""
     from pathlib import PurePath
 
-    from vsegcli.runtime.batch import batch_folders
-
-    real = {Path(os.path.realpath(f)): f for f in batch_folders(inputs)}
-    patterns = [(spec, os.path.join(os.path.realpath(os.getcwd()), spec)) for spec in map(str, inputs)
-                if not spec.startswith("@") and "://" not in spec and not os.path.exists(spec)
-                and glob.has_magic(spec)]
+    real = {Path(os.path.realpath(f)): f for f in expanded.folders}
+    cwd = os.path.realpath(os.getcwd())
+    patterns = [(spec, os.path.join(cwd, spec)) for spec in expanded.patterns]
     for job in jobs:
         for what, path in (("output video", job.video), ("labels folder", job.labels_dir)):
             if path is None:
@@ -69,15 +66,16 @@ def _refuse_outputs_in_batch_folders(jobs: list[Any], inputs: tuple[str, ...]) -
 
 
 def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None, report: Path | None,
-          stats: Path | None, no_video: bool, overwrite: bool) -> tuple[list[Any], bool]:
-    """The jobs of this run (one per input) and whether it is a batch (see runtime.batch)."""
+          stats: Path | None, no_video: bool, overwrite: bool) -> tuple[list[Any], Inputs]:
+    """The jobs of this run (one per input) and what `expand_inputs` made of the inputs (whether it
+    is a batch, the folders and patterns it expanded; see runtime.batch)."""
     from vsegcli.runtime.batch import Job, expand_inputs, plan_jobs
 
-    sources, batch = expand_inputs(inputs)
-    if not batch:
+    expanded = expand_inputs(inputs)
+    if not expanded.batch:
         if no_video and output is not None:  # (a batch's -o is its folder: manifest, outputs)
             raise VsegError("-o/--output and --no-video contradict each other")
-        src = sources[0]
+        src = expanded.sources[0]
         video = None
         if not no_video:
             if output is not None and not output.is_dir():
@@ -85,12 +83,12 @@ def _plan(inputs: tuple[str, ...], output: Path | None, labels_dir: Path | None,
             else:
                 default = (output or Path.cwd()) / f"{src.name}_seg.mp4"
                 video = default if overwrite else _free_name(default)
-        return [Job(0, src, src.name, video, labels_dir, report, stats)], False
+        return [Job(0, src, src.name, video, labels_dir, report, stats)], expanded
     if output is not None and output.suffix.lower() in VIDEO_SUFFIXES:
         raise VsegError("with several inputs, -o must be a folder (outputs are named <input>_seg.mp4)")
     if stats is not None and stats.suffix.lower() in STATS_SUFFIXES:
         raise VsegError("with several inputs, --stats must be a folder (files are named <input>.csv)")
-    return plan_jobs(sources, output, labels_dir, report, stats, no_video), True
+    return plan_jobs(expanded.sources, output, labels_dir, report, stats, no_video), expanded
 
 
 @click.command(context_settings=CONTEXT)
@@ -181,7 +179,8 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
         raise VsegError("--no-video needs --labels-dir, --report or --stats: otherwise nothing would be written")
     device = device_for(device, gpu, precision)
     console, show = _console(quiet)
-    jobs, batch = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)
+    jobs, expanded = _plan(inputs, output, labels_dir, report, stats, no_video, overwrite)
+    batch = expanded.batch
     from vsegcli.distributed import Dist, finish, init_distributed
     from vsegcli.runtime.batch import EXIT_SOME_FAILED, manifest_path, run_jobs, shard
 
@@ -194,7 +193,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
     ckpt_in = [Path(checkpoint)] if checkpoint and "://" not in checkpoint else []
     # All outputs of all inputs checked before the model loads or a frame is decoded (io.outputs).
     if batch:
-        _refuse_outputs_in_batch_folders(mine, inputs)
+        _refuse_outputs_in_batch_folders(mine, expanded)
     plan = plan_outputs([*(j.source.path for j in mine if j.source.kind in ("file", "folder")), *ckpt_in],
                         video=[j.video for j in mine], labels_dir=[j.labels_dir for j in mine],
                         report=[j.report for j in mine], stats=[j.stats for j in mine], overwrite=overwrite)

@@ -1,7 +1,8 @@
 """Many inputs in one run: expanding what the user named, naming outputs, skipping finished ones,
 sharding across torchrun processes, and the manifest every batch leaves beside its outputs.
 
-    expand_inputs(["videos/", "extra/*.mp4", "@list.txt", "rtsp://cam/1"])   -> [Source, ...]
+    expand_inputs(["videos/", "extra/*.mp4", "@list.txt", "rtsp://cam/1"])   -> Inputs (sources, batch,
+                                           the batch folders and glob patterns it expanded)
     plan_jobs(sources, out_dir=..., ...)   -> [Job]   unique output names, same on every rank
     shard(jobs, rank, world)               -> this process's jobs (round robin: balanced)
     write_manifest(out_dir, entries)       -> vseg-manifest.jsonl (one JSON line per input)
@@ -48,10 +49,34 @@ def _folder_inputs(folder: Path) -> list[Source] | None:
     return [Source("file", str(p)) for p in videos] + [Source("folder", str(p)) for p in seqs]
 
 
-def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[list[Source], bool]:
-    """The sources the user named, and whether this is a batch (several inputs, or any folder of
-    videos, glob or @list). Raises VsegError for a missing file or an empty expansion."""
+def _is_glob(spec: str) -> bool:
+    """Whether a file input is a glob to expand (quoted so the shell left it): it has wildcards and
+    names no existing file (a file called 'a[1].mp4' is that file)."""
+    return not os.path.exists(spec) and glob.has_magic(spec)
+
+
+@dataclass
+class Inputs:
+    """What `expand_inputs` made of the user's inputs: the sources, whether this is a batch, and
+    what it looked into: the batch folders whose contents became inputs (each folder named or
+    matched by a glob that is not itself an image sequence) and the glob patterns it expanded.
+    An output written directly into one of those folders, or matched by one of those patterns,
+    would be a new input on a rerun (`vseg run` refuses it); sub-folders of a batch folder are not
+    looked into, and a @list names its inputs one by one."""
+
+    sources: list[Source]
+    batch: bool
+    folders: list[Path] = field(default_factory=list)
+    patterns: list[str] = field(default_factory=list)
+
+
+def expand_inputs(specs: list[str] | tuple[str, ...]) -> Inputs:
+    """The sources the user named, whether this is a batch (several inputs, or any folder of
+    videos, glob or @list), and the batch folders and patterns it expanded (`Inputs`). Raises
+    VsegError for a missing file or an empty expansion."""
     sources: list[Source] = []
+    folders: list[Path] = []
+    patterns: list[str] = []
     batch = len(specs) > 1
     for spec in specs:
         spec = str(spec)
@@ -71,15 +96,18 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[list[Source], boo
                 sources.append(src)
             continue
         src = parse_source(spec)
-        if src.kind == "file" and not Path(spec).exists() and glob.has_magic(spec):
+        if src.kind == "file" and _is_glob(spec):
             matches = sorted(glob.glob(spec))
             if not matches:
                 raise VsegError(f"{spec}: the pattern matches nothing")
             batch = True
+            patterns.append(spec)
             for m in matches:
                 p = Path(m)
                 if p.is_dir():
                     inner = _folder_inputs(p)
+                    if inner is not None:
+                        folders.append(p)
                     sources.extend(inner if inner is not None else [Source("folder", m)])
                 else:
                     sources.append(Source("file", m))
@@ -91,6 +119,7 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[list[Source], boo
                 if not inner:
                     raise VsegError(f"{spec} holds no videos ({', '.join(VIDEO_EXTENSIONS[:6])}, ...) "
                                     "and no folders of images")
+                folders.append(src.path)
                 sources.extend(inner)
                 continue
         if src.kind in ("file", "folder") and not os.path.exists(spec):
@@ -99,30 +128,7 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> tuple[list[Source], boo
                 continue
             raise VsegError(f"{spec}: no such file or folder")
         sources.append(src)
-    return sources, batch
-
-
-def batch_folders(specs: list[str] | tuple[str, ...]) -> list[Path]:
-    """The folders whose contents `expand_inputs` takes as inputs: each folder named (or matched by
-    a glob) that is a batch folder, not an image sequence. A video or an image folder written
-    directly into one would be a new input on a rerun; its sub-folders are not looked into."""
-    found: list[Path] = []
-    for spec in map(str, specs):
-        if spec.startswith("@") or "://" in spec:
-            continue  # a URL is no folder; a list names its inputs one by one; a folder there is an image sequence
-        if os.path.isdir(spec):
-            candidates = [spec]
-        elif not os.path.exists(spec) and glob.has_magic(spec):
-            candidates = [m for m in sorted(glob.glob(spec)) if os.path.isdir(m)]
-        else:
-            continue
-        for c in candidates:
-            try:
-                if _folder_inputs(Path(c)) is not None:
-                    found.append(Path(c))
-            except OSError:
-                continue
-    return found
+    return Inputs(sources, batch, folders, patterns)
 
 
 @dataclass

@@ -233,8 +233,7 @@ def run(inputs: tuple[str, ...], output: Path | None, checkpoint: str | None, mo
             click.echo(f"Interrupted: the finished inputs are kept ({getattr(exc, 'manifest', None)}); rerun "
                        "with --skip-existing to resume.", err=True)
         raise
-    results, entries, manifest = outcome.results, outcome.entries, outcome.manifest
-    failed = [e for e in entries if e["status"] == "failed"]
+    results, failed, manifest = outcome.results, outcome.failed, outcome.manifest
     if as_json and dist.main:
         echo_json({
             "version": __version__,

@@ -114,9 +114,9 @@ def _log_record(it: int, sums: dict[str, torch.Tensor], n: int, lrs: dict[str, f
     """One 'train' record: mean loss parts over the interval (and over ranks), the step's learning
     rates, speed (validation / checkpoint time excluded) and ETA."""
     names = sorted(sums)
-    # On the group's device (NCCL has no CPU tensors): the mean over ranks, what the gradient saw.
-    vec = torch.stack([torch.as_tensor(sums[k]).to(d.device, torch.float64).reshape(()) for k in names]) / max(1, n)
-    vec = all_reduce_mean(vec, d).cpu()
+    # The mean over ranks, what the gradient saw (all_reduce_mean moves it to the group's device).
+    vec = torch.stack([torch.as_tensor(sums[k]).to("cpu", torch.float64).reshape(()) for k in names]) / max(1, n)
+    vec = all_reduce_mean(vec, d)
     rate = (it - start) / max(train_s, 1e-9)
     rec: dict[str, Any] = {"event": "train", "iter": it}
     for k, v in zip(names, vec.tolist()):

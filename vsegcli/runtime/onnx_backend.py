@@ -194,13 +194,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
             arrays, extra = calibration, {}
             if isinstance(calibration, Mapping):
                 arrays = [_blank_input(pre)]
-                missing = sorted(set(calibrate_ranges(pre, arrays)) - set(calibration))
+                needed = set(calibrate_ranges(pre, arrays))
+                missing = sorted(needed - set(calibration))
                 if missing:
                     raise VsegError(f"the int8 ranges lack {len(missing)} activations of this graph (e.g. "
                                     f"{missing[0]}; exported by another torch version?): calibrate on frames "
                                     f"instead, {CALIBRATION_ENV}=FOLDER of training images")
+                # only this graph's activations: ORT refuses an override of a tensor it lacks
                 extra = {"TensorQuantOverrides": {k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
-                                                  for k, (lo, hi) in calibration.items()}}
+                                                  for k, (lo, hi) in calibration.items() if k in needed}}
             quantize_static(str(pre), str(tmp), _Calibration(list(arrays)), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method={"minmax": CalibrationMethod.MinMax,

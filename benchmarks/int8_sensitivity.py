@@ -22,10 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-
-STEM_AND_DECODER = (r"^/backbone/_conv_stem/", r"^/(?!backbone/)")
 
 
 def main() -> None:
@@ -47,22 +44,22 @@ def main() -> None:
 
     from vsegcli import api
     from vsegcli.data.datasets.base import images_in, read_image
-    from vsegcli.runtime.onnx_backend import OrtBackend, calibration_images, exported_part
+    from vsegcli.runtime.onnx_backend import INT8_CONSERVATIVE, INT8_STEM_AND_HEAD as STEM_AND_DECODER
+    from vsegcli.runtime.onnx_backend import OrtBackend, calibration_images
 
     seg = api.load(args.checkpoint, device="cpu")
     model, p = seg.predictor.model, seg.predictor
     mean, std = p.mean.flatten().tolist(), p.std.flatten().tolist()
-    part = exported_part(model)
     calib = {f.name for f in calibration_images(args.calibration)}
     rest = [f for f in images_in(Path(args.calibration)) if f.name not in calib]
     held = rest[:: max(1, len(rest) // args.select)][: args.select]
 
     def backend(keep: tuple[str, ...]) -> OrtBackend:
-        return OrtBackend(model, "int8" if keep is not None else "fp32", mean, std, calibration=args.calibration,
-                          threads=args.threads, keep_fp32=keep or ())
+        return OrtBackend(model, "int8", mean, std, calibration=args.calibration, threads=args.threads,
+                          keep_fp32=keep)
 
     ref = OrtBackend(model, "fp32", mean, std, threads=args.threads)
-    xs = [ref._prepare(read_image(f), (h, w)) for f in held]
+    xs = [ref.prepare(read_image(f), (h, w)) for f in held]
     s32 = ref.session_for((h, w))
     labels32 = [s32.run(None, {"images": x})[0].argmax(1) for x in xs]
 
@@ -90,13 +87,13 @@ def main() -> None:
         keep = STEM_AND_DECODER + tuple("^" + re.escape(d) for d in ranked[:k])
         recipes[k] = keep
         print(f"top-{k:2d} depthwise fp32: agreement {agreement(keep) * 100:.2f} %", flush=True)
-    all_dw = agreement(STEM_AND_DECODER + ("_depthwise_conv/",))
-    print(f"all depthwise fp32 (shipped recipe): agreement {all_dw * 100:.2f} %")
+    all_dw = agreement(INT8_CONSERVATIVE)
+    print(f"all depthwise fp32 (the conservative recipe): agreement {all_dw * 100:.2f} %")
     (args.out / "ranking.json").write_text(json.dumps({"base": base, "gains": gains, "ranked": ranked,
                                                       "all_depthwise": all_dw}, indent=1))
     if args.time:
         runs = {"fp32": s32, **{f"int8 top-{k}": backend(v).session_for((h, w)) for k, v in recipes.items()},
-                "int8 all depthwise fp32": backend(STEM_AND_DECODER + ("_depthwise_conv/",)).session_for((h, w))}
+                "int8 conservative": backend(INT8_CONSERVATIVE).session_for((h, w))}
         x = xs[0]
         times: dict[str, list[float]] = {k: [] for k in runs}
         for s in runs.values():

@@ -295,7 +295,7 @@ def test_gpu_bench_times_the_asked_gpu():
     assert row["cudnn_benchmark"] is True and row["tf32_matmul"] is True
 
 
-def test_int8_alone_picks_the_cpu_on_a_machine_with_a_gpu(monkeypatch):
+def test_int8_alone_picks_the_cpu_on_a_machine_with_a_gpu(monkeypatch, tmp_path):
     """--precision int8 exists only as an ONNX Runtime CPU graph: with --device auto it runs on the
     CPU even where CUDA is available (seen on the H200: auto chose cuda:0 and int8 was refused);
     an explicit device is kept (and then refused by make_backend with its one-line error)."""
@@ -308,3 +308,13 @@ def test_int8_alone_picks_the_cpu_on_a_machine_with_a_gpu(monkeypatch):
     assert select_device(spec_for_precision(None, "int8")) == torch.device("cpu")
     assert device_for("auto", None, "int8") == "cpu" and device_for("auto", 0, "int8") == "cuda:0"
     assert spec_for_precision("cuda:0", "int8") == "cuda:0"
+    # and through the library's entry point: the shipped effl0 in int8 lands on the CPU
+    pytest.importorskip("onnxruntime", reason="int8 needs onnxruntime (the `onnx` extra)")
+    from pathlib import Path
+
+    from vsegcli import api
+
+    monkeypatch.delenv("VSEG_CALIBRATION_FRAMES", raising=False)
+    monkeypatch.setenv("VSEG_CACHE_DIR", str(tmp_path))
+    seg = api.load(Path(__file__).resolve().parents[1] / "weights" / "effl0-camvid.safetensors", precision="int8")
+    assert seg.predictor.device == torch.device("cpu") and seg.predictor.runtime == "onnxruntime"

@@ -605,3 +605,19 @@ def test_closing_a_decoder_leaves_no_crashed_log_thread():
     finally:
         threading.excepthook = previous
     assert crashes == []
+
+
+def test_ffmpeg_env_sets_gconv_path_unless_the_user_did(monkeypatch):
+    """Every ffmpeg we start gets GCONV_PATH (static ffmpeg 7.0 builds crash on MPEG-TS otherwise,
+    io.video.ffmpeg.ffmpeg_env); a value the user set is theirs and stays."""
+    import os
+    import sys
+
+    from vsegcli.io.video.ffmpeg import ffmpeg_env
+
+    monkeypatch.delenv("GCONV_PATH", raising=False)
+    env = ffmpeg_env()
+    if sys.platform.startswith("linux"):
+        assert env is not None and env["GCONV_PATH"] == os.devnull and env["PATH"] == os.environ["PATH"]
+    monkeypatch.setenv("GCONV_PATH", "/opt/my-gconv")
+    assert ffmpeg_env() is None  # ffmpeg inherits ours, the user's GCONV_PATH included

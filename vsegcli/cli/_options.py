@@ -47,9 +47,11 @@ def precision_option() -> Callable[[F], F]:
     """`--precision fp32|fp16|bf16|int8` (one value, default fp32) for inference commands."""
     return click.option("--precision", type=click.Choice(list(PRECISIONS), case_sensitive=False), default="fp32",
                         show_default=True,
-                        help="fp16: GPUs. bf16: GPUs, or CPUs with AVX512-BF16/AMX. int8: CPU via ONNX Runtime, "
-                             "calibrated once on $VSEG_CALIBRATION_FRAMES; offered only for models whose "
-                             "accuracy was measured to hold (docs/PERFORMANCE.md).")
+                        help="fp16: GPUs. bf16: GPUs, or CPUs with AVX512-BF16/AMX. int8: ONNX Runtime on "
+                             "the CPU (also with --device auto on a GPU machine); the shipped models carry their "
+                             "calibration, others calibrate once on $VSEG_CALIBRATION_FRAMES (a folder of "
+                             "training frames); offered only for models whose accuracy was measured to hold "
+                             "(docs/PERFORMANCE.md).")
 
 
 def runtime_option() -> Callable[[F], F]:

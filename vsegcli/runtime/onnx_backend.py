@@ -46,16 +46,16 @@ OPSET = 17
 # Nodes kept in fp32 by the int8 recipe (regexes over the exported node names, which follow the
 # module path: /backbone/_conv_stem/Conv, /lateral.0/conv/Conv, /cls/Conv). The stem sees raw
 # normalised pixels; everything after the backbone (decoder, classifier) decides the argmax margins.
-# Which depthwise convolutions may be int8 depends on the weights, so the recipe is chosen per
-# measured architecture (benchmarks/int8_sensitivity.py ranks layers on held-out TRAIN frames; CamVid
-# val then judges the recipe, docs/PERFORMANCE.md 8.2):
-#   effl0 / stt-effl0 (trained on [-1, 1] inputs): depthwise int8 too: val -0.11 / -0.04 mIoU, and
-#     1.56x ORT fp32's speed, where the depthwise-fp32 recipe gave 1.0x (its quantise/dequantise
-#     pairs cost what the int8 1x1 convs save).
-#   mrcfa-effl0 (ImageNet-normalised base): depthwise int8 lost 0.50, so its depthwise convs stay fp32.
+# Whether the depthwise convolutions may be int8 too depends on the weights, not the architecture
+# (benchmarks/int8_sensitivity.py ranks layers on held-out TRAIN frames; CamVid val then judges,
+# docs/PERFORMANCE.md 8.2b): the retrained effl0 / stt-effl0 ([-1, 1] inputs) lose 0.11 / 0.04 mIoU
+# with them int8 and run 1.50x ORT fp32's speed, where keeping them fp32 gave 1.0x (its
+# quantise/dequantise pairs cost what the int8 1x1 convs save); ImageNet-normalised weights
+# (mrcfa-effl0, the earlier effl0) lost 0.50-0.57. So the fast recipe is used only where a ranges
+# file measured for those very weights names it; calibrating on frames uses the conservative one.
 INT8_STEM_AND_HEAD = (r"^/backbone/_conv_stem/", r"^/(?!backbone/)")
 INT8_CONSERVATIVE = (*INT8_STEM_AND_HEAD, r"_depthwise_conv/")
-INT8_RECIPES: dict[str, tuple[str, ...]] = {"effl0": INT8_STEM_AND_HEAD, "stt-effl0": INT8_STEM_AND_HEAD}
+INT8_RECIPES: dict[str, tuple[str, ...]] = {"conservative": INT8_CONSERVATIVE, "stem-and-head": INT8_STEM_AND_HEAD}
 CALIBRATION_ENV = "VSEG_CALIBRATION_FRAMES"
 # ORT calibration method for activation ranges: "minmax" or "percentile" (99.999th, clips outliers).
 INT8_CALIBRATION = "minmax"
@@ -152,11 +152,6 @@ def export_onnx(model: Segmentor, part: str, path: Path, size: tuple[int, int]) 
     return path
 
 
-def int8_recipe(architecture: str | None) -> tuple[str, ...]:
-    """The fp32-kept node patterns of `architecture`'s int8 graph (INT8_RECIPES; else conservative)."""
-    return INT8_RECIPES.get(architecture or "", INT8_CONSERVATIVE)
-
-
 def int8_nodes_to_exclude(onnx_path: Path, keep_fp32: Sequence[str]) -> list[str]:
     """Names of the nodes matching one of the regexes `keep_fp32` (the legacy exporter names nodes
     after their module path, e.g. /backbone/_conv_stem/Conv)."""
@@ -237,48 +232,64 @@ def calibrate_ranges(onnx_path: Path, arrays: list[np.ndarray]) -> dict[str, tup
 
 
 # Activation ranges shipped beside a checkpoint (X.safetensors -> X.int8-ranges.json), measured by
-# `write_int8_ranges` on its training frames: `--precision int8` then needs no calibration folder.
+# benchmarks/write_int8_ranges.py on its training frames: `--precision int8` then needs no
+# calibration folder. The file names the weights it was measured on and its recipe.
 RANGES_SUFFIX = ".int8-ranges.json"
 RANGES_FORMAT = "vseg-int8-ranges/1"
+
+
+def ranges_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's int8 ranges file lives (whether or not it exists)."""
+    path = Path(checkpoint)
+    return path.with_name(path.name.removesuffix(path.suffix) + RANGES_SUFFIX)
 
 
 def ranges_beside(checkpoint: str | Path | None) -> Path | None:
     """The int8 ranges file shipped beside `checkpoint`, if there is one."""
     if checkpoint is None or "://" in str(checkpoint):
         return None
-    path = Path(checkpoint)
-    path = path.with_name(path.name.removesuffix(path.suffix) + RANGES_SUFFIX)
+    path = ranges_path(checkpoint)
     return path if path.is_file() else None
 
 
-def write_int8_ranges(checkpoint: str | Path, frames: str | Path, size: tuple[int, int], out: Path | None = None) -> Path:
-    """Measure a checkpoint's int8 activation ranges on training frames (the 32 that
-    `calibration_images` picks) at input size (h, w), and write them beside it."""
-    from vsegcli import api
-    from vsegcli.data.datasets.base import read_image
+@dataclass
+class Int8Ranges:
+    """A ranges file: per-activation (min, max), the fp32-kept node patterns, and the
+    `weights_hash` of the (BatchNorm-folded) model they were measured on."""
 
-    seg = api.load(checkpoint, device="cpu")
-    p = seg.predictor
-    backend = OrtBackend(p.model, "fp32", p.mean.flatten().tolist(), p.std.flatten().tolist())
-    files = calibration_images(frames)
-    ranges = calibrate_ranges(backend.graph_path(size), [backend._prepare(read_image(f), size) for f in files])
-    out = out or Path(checkpoint).with_name(Path(checkpoint).name.removesuffix(Path(checkpoint).suffix) + RANGES_SUFFIX)
-    doc = {"format": RANGES_FORMAT, "architecture": seg.info.architecture, "method": "minmax",
-           "size": list(size), "frames": f"{len(files)} of {Path(frames).name}/ (sha256 {calibration_digest(files)})",
-           "torch": torch.__version__, "ranges": ranges}
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    return out
+    ranges: dict[str, tuple[float, float]]
+    recipe: tuple[str, ...]
+    weights: str
+    architecture: str
+    size: tuple[int, int]
 
+    def save(self, path: Path, frames_note: str) -> Path:
+        doc = {"format": RANGES_FORMAT, "architecture": self.architecture, "weights": self.weights,
+               "recipe": list(self.recipe), "method": "minmax", "size": list(self.size), "frames": frames_note,
+               "torch": torch.__version__, "ranges": {k: list(v) for k, v in self.ranges.items()}}
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        return path
 
-def load_ranges(path: Path) -> dict[str, tuple[float, float]]:
-    try:
-        doc = json.loads(Path(path).read_text())
-        if doc.get("format") != RANGES_FORMAT:
-            raise ValueError(f"format {doc.get('format')!r}, expected {RANGES_FORMAT}")
-        return {k: (float(lo), float(hi)) for k, (lo, hi) in doc["ranges"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise VsegError(f"{path}: not a vseg int8 ranges file ({exc})") from None
+    @classmethod
+    def read(cls, path: Path) -> "Int8Ranges":
+        import math
+
+        try:
+            doc = json.loads(Path(path).read_text())
+            if not isinstance(doc, dict) or doc.get("format") != RANGES_FORMAT:
+                raise ValueError(f"expected a JSON object of format {RANGES_FORMAT}")
+            ranges = {str(k): (float(lo), float(hi)) for k, (lo, hi) in dict(doc["ranges"]).items()}
+            bad = next((k for k, (lo, hi) in ranges.items() if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi)), None)
+            if bad is not None or not ranges:
+                raise ValueError(f"range of {bad} is not finite with min <= max" if bad else "no ranges")
+            recipe = tuple(str(r) for r in doc["recipe"])
+            for r in recipe:
+                re.compile(r)
+            return cls(ranges, recipe, str(doc["weights"]), str(doc["architecture"]),
+                       (int(doc["size"][0]), int(doc["size"][1])))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, re.error) as exc:
+            raise VsegError(f"{path}: not a usable vseg int8 ranges file ({exc})") from None
 
 
 def calibration_source(source: str | Path | None) -> Path:
@@ -290,7 +301,10 @@ def calibration_source(source: str | Path | None) -> Path:
                         "to a folder of training images (e.g. camvid/train); the shipped models need none "
                         "(their ranges ship beside them)")
     path = Path(source)
-    if path.is_file() and path.name.endswith(RANGES_SUFFIX):
+    if path.is_file():
+        if not path.name.endswith(RANGES_SUFFIX):
+            raise VsegError(f"{path}: int8 calibrates on a folder of training frames or a ranges file named "
+                            f"*{RANGES_SUFFIX}")
         return path
     calibration_images(path)  # a folder with frames, or say why not
     return path
@@ -359,12 +373,20 @@ class OrtBackend:
                             "use --runtime torch")
         if precision not in ("fp32", "int8"):
             raise VsegError(f"--runtime onnxruntime runs fp32 or int8, not {precision}")
-        if precision == "int8":  # nothing to calibrate with: say so before the first frame
+        self.ranges: Int8Ranges | None = None
+        recipe = INT8_CONSERVATIVE
+        if precision == "int8":  # nothing (usable) to calibrate with: say so before the first frame
             calibration = calibration_source(calibration)
+            if calibration.is_file():
+                self.ranges = Int8Ranges.read(calibration)
+                if self.ranges.weights != weights_hash(model):
+                    raise VsegError(f"{calibration} was measured on other weights (another checkpoint, or BatchNorm "
+                                    f"not folded); remake it, or calibrate on frames: {CALIBRATION_ENV}=FOLDER")
+                recipe = self.ranges.recipe
         self.part, self.precision, self.torch_model = part, precision, model
         self.mean, self.std = list(mean), list(std)
         self.calibration, self.threads = calibration, threads
-        self.keep_fp32 = tuple(int8_recipe(model.arch_name) if keep_fp32 is None else keep_fp32)
+        self.keep_fp32 = tuple(recipe if keep_fp32 is None else keep_fp32)
         self.sessions: dict[tuple[int, int], Any] = {}
         self.paths: dict[tuple[int, int], Path] = {}
         self.model = _with_ort_part(model, part, self._run)
@@ -378,7 +400,7 @@ class OrtBackend:
             export_onnx(model, part, fp32_path, size)
         if self.precision != "int8":
             return fp32_path
-        source = calibration_source(self.calibration)
+        source = Path(self.calibration)
         files = calibration_images(source) if source.is_dir() else [source]
         # Everything the activation ranges depend on: the frames' content (names alone repeat
         # across folders: VSPW's 00000000.jpg in every video) and the normalisation they get.
@@ -388,12 +410,11 @@ class OrtBackend:
         if not path.is_file():
             from vsegcli.data.datasets.base import read_image  # the training-frame reader
 
-            ranges = load_ranges(source) if source.is_file() else None
-            arrays = ranges or [self._prepare(read_image(p), size) for p in files]
+            arrays = self.ranges.ranges if self.ranges else [self.prepare(read_image(p), size) for p in files]
             quantize_int8(fp32_path, path, arrays, self.keep_fp32, INT8_CALIBRATION)
         return path
 
-    def _prepare(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def prepare(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         import torch.nn.functional as F
 
         from vsegcli.runtime.predictor import normalise_pixels
@@ -471,7 +492,7 @@ MEASURE_ENV = "VSEG_MEASURE_PRECISION"  # =1: skip the check (benchmarks/precisi
 # Measured with benchmarks/precision_accuracy.py (2026-11-30, ORT 1.32, torch 2.13, this CPU:
 # AVX512-BF16, no AMX); int8 = each architecture's recipe above (MinMax on 32 CamVid train frames).
 MEASURED_MIOU: dict[str, dict[str, float]] = {
-    # the retrained effl0 / stt-effl0 of issue 14; int8 with their depthwise convs int8 (INT8_RECIPES)
+    # the retrained effl0 / stt-effl0 of issue 14; int8 with the recipe and ranges shipped beside them
     "effl0": {"fp32": 66.66, "bf16": 66.59, "int8": 66.55},
     "stt-effl0": {"fp32": 66.86, "bf16": 66.79, "int8": 66.82},
     "mrcfa-effl0": {"fp32": 65.68, "bf16": 65.80, "int8": 65.57},

@@ -55,7 +55,9 @@ def ffmpeg_env() -> dict[str, str] | None:
     only the plain gconv-modules files are read; since glibc 2.34 that file lists just the core
     converters (the rest moved to gconv-modules.d, which the old static glibc does not read), so
     iconv_open fails and ffmpeg keeps the raw bytes. A dynamically linked ffmpeg still finds
-    every converter (its glibc reads gconv-modules.d too).
+    every converter (its glibc reads gconv-modules.d too). On hosts with glibc older than 2.34 the
+    plain gconv-modules still lists ISO_6937, so the static build may still crash on MPEG-TS there
+    (not seen: Debian 11 is reported not to); a newer imageio-ffmpeg (dynamically linked) avoids it.
     """
     if not sys.platform.startswith("linux") or "GCONV_PATH" in os.environ:
         return None

@@ -42,6 +42,9 @@ POLICIES: dict[str, tuple[dict[str, str], list[str]]] = {
     "spin100k": ({"GOMP_SPINCOUNT": "100000"}, []),
     "threads1": ({}, ["--threads", "1"]),
     "omp1": ({"OMP_NUM_THREADS": "1"}, []),
+    # the fast CPU paths: ONNX Runtime sessions, which never spin (shipped int8 ranges; fp32)
+    "int8": ({}, ["--precision", "int8"]),
+    "ort": ({}, ["--runtime", "onnxruntime"]),
 }
 # Variables that decide the policy: removed from the inherited environment, then set per policy.
 POLICY_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

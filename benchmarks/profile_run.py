@@ -51,10 +51,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--nchw", action="store_true", help="the layout before channels-last (A/B)")
+    ap.add_argument("--precision", default="fp32", help="fp32, bf16 or int8 (as vseg run)")
+    ap.add_argument("--runtime", default="torch", help="torch, onnxruntime or auto (as vseg run)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    seg = api.load(args.checkpoint, device="cpu")
+    seg = api.load(args.checkpoint, device="cpu", precision=args.precision, runtime=args.runtime)
     p = seg.predictor
     if args.nchw:
         p.channels_last = False
@@ -79,6 +81,16 @@ def main() -> None:
             logits.append(out)
 
     rows.append(("model (session step)", _median_ms(model_step, n, warmup=0)))
+    from vsegcli.runtime.onnx_backend import _Part, exported_part
+
+    part = exported_part(p.model)
+    if part is not None:  # informational: the per-frame part inside the step above (not added to the sum)
+        frame_part = _Part(p.backend.model, part)  # the model as the chosen runtime runs it
+        with torch.inference_mode():
+            part_ms = _median_ms(lambda i: frame_part(xs[i]), n)
+        extra_rows = [(f"  of which per-frame part ({part})", part_ms)]
+    else:
+        extra_rows = []
     size = frames[0].shape[:2]
     labels = [logits_to_labels(lg, size)[0] for lg in logits]
     rows.append(("logits -> labels", _median_ms(lambda i: logits_to_labels(logits[i], size), n)))
@@ -103,10 +115,13 @@ def main() -> None:
         rows.append(("label PNG", _median_ms(lambda i: cv2.imwrite(str(Path(tmp) / f"{i:06d}.png"), lab_np[i]), n)))
     total = sum(ms for _, ms in rows)
     print(f"{seg.info.architecture} on {Path(args.input).name} ({size[1]}x{size[0]}), {n} frames, "
-          f"{torch.get_num_threads()} threads, channels-last {p.channels_last}")
+          f"{torch.get_num_threads()} threads, channels-last {p.channels_last}, {p.runtime} {p.precision}")
     print(f"{'stage':38s} {'ms/frame':>9s} {'share':>6s}")
     for name, ms in rows:
         print(f"{name:38s} {ms:9.2f} {100 * ms / total:5.1f}%")
+        if name.startswith("model"):
+            for sub, sub_ms in extra_rows:
+                print(f"{sub:38s} {sub_ms:9.2f}")
     print(f"{'sum (one thread doing all of it)':38s} {total:9.2f}  -> {1000 / total:.1f} fps")
 
 

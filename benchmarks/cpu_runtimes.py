@@ -37,13 +37,13 @@ def main() -> None:
     h, w = (int(v) for v in args.size.lower().split("x"))
 
     from vsegcli import api
-    from vsegcli.runtime.onnx_backend import OrtBackend, _Part, cpu_has_bf16, exported_part, ort_available
+    from vsegcli.runtime.onnx_backend import OrtBackend, FramePart, cpu_has_bf16, exported_part, ort_available
 
     seg = api.load(args.checkpoint, device="cpu")
     model = seg.predictor.model
     part = exported_part(model)
     x = torch.randn(1, 3, h, w)
-    fn = _Part(model, part).eval()
+    fn = FramePart(model, part).eval()
     variants: dict[str, Callable[[], object]] = {"torch eager": lambda: fn(x)}
 
     x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -71,12 +71,12 @@ def main() -> None:
         p = seg.predictor
         ort32 = OrtBackend(model, "fp32", p.mean.flatten().tolist(), p.std.flatten().tolist(), threads=args.threads)
         f32 = ort32.model
-        variants["onnxruntime fp32"] = lambda: _Part(f32, part)(x)
+        variants["onnxruntime fp32"] = lambda: FramePart(f32, part)(x)
         if args.calibration:
             ort8 = OrtBackend(model, "int8", p.mean.flatten().tolist(), p.std.flatten().tolist(),
                               calibration=args.calibration, threads=args.threads)
             f8 = ort8.model
-            variants["onnxruntime int8"] = lambda: _Part(f8, part)(x)
+            variants["onnxruntime int8"] = lambda: FramePart(f8, part)(x)
 
     times: dict[str, list[float]] = {k: [] for k in variants}
     with torch.inference_mode():

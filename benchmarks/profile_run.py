@@ -81,11 +81,11 @@ def main() -> None:
             logits.append(out)
 
     rows.append(("model (session step)", _median_ms(model_step, n, warmup=0)))
-    from vsegcli.runtime.onnx_backend import _Part, exported_part
+    from vsegcli.runtime.onnx_backend import FramePart, exported_part
 
     part = exported_part(p.model)
     if part is not None:  # informational: the per-frame part inside the step above (not added to the sum)
-        frame_part = _Part(p.backend.model, part)  # the model as the chosen runtime runs it
+        frame_part = FramePart(p.backend.model, part)  # the model as the chosen runtime runs it
         with torch.inference_mode():
             part_ms = _median_ms(lambda i: frame_part(xs[i]), n)
         extra_rows = [(f"  of which per-frame part ({part})", part_ms)]

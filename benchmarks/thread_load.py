@@ -106,6 +106,8 @@ def main() -> None:
         if n not in POLICIES:
             raise SystemExit(f"unknown policy {n!r}: use {', '.join(POLICIES)}")
     runs: dict[str, dict[str, list[dict]]] = {n: {"idle": [], "loaded": []} for n in names}
+    for n in names:  # one untimed run each: builds what is built once (the ONNX graphs of int8/ort)
+        run_once(args.video, args.start, 2, *POLICIES[n], args.max_seconds)
     for rep in range(args.reps):
         for n in names:  # interleaved: idle then loaded, policy after policy, repetition after repetition
             env_add, extra = POLICIES[n]

@@ -13,7 +13,12 @@ only where it keeps CamVid val mIoU within 0.5 of fp32, else "conservative" (doc
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from vsegcli.bench.settings import parse_size
+from vsegcli.errors import VsegError
+from vsegcli.runtime.onnx_backend import INT8_RECIPES
 
 
 def main() -> None:
@@ -21,25 +26,29 @@ def main() -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--frames", required=True, type=Path, help="a folder of training frames")
     ap.add_argument("--size", default="384x480", help="network input HxW to measure at")
-    ap.add_argument("--recipe", default="conservative", choices=["conservative", "stem-and-head"])
+    ap.add_argument("--recipe", default="conservative", choices=list(INT8_RECIPES))
     ap.add_argument("--out", type=Path, default=None, help="default: beside the checkpoint")
     args = ap.parse_args()
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    try:
+        write(args.checkpoint, args.frames, parse_size(args.size), args.recipe, args.out)
+    except VsegError as exc:
+        sys.exit(f"Error: {exc}")
 
+
+def write(checkpoint: Path, frames: Path, size: tuple[int, int], recipe: str, out: Path | None) -> None:
     from vsegcli import api
     from vsegcli.data.datasets.base import read_image
-    from vsegcli.runtime.onnx_backend import (INT8_RECIPES, Int8Ranges, OrtBackend, calibrate_ranges,
-                                              calibration_digest, calibration_images, ranges_path, weights_hash)
+    from vsegcli.runtime.onnx_backend import (Int8Ranges, OrtBackend, calibrate_ranges, calibration_digest,
+                                              calibration_images, ranges_path, weights_hash)
 
-    seg = api.load(args.checkpoint, device="cpu")
+    seg = api.load(checkpoint, device="cpu")
     p = seg.predictor
     backend = OrtBackend(p.model, "fp32", p.mean.flatten().tolist(), p.std.flatten().tolist())
-    files = calibration_images(args.frames)
+    files = calibration_images(frames)
     ranges = calibrate_ranges(backend.graph_path(size), [backend.prepare(read_image(f), size) for f in files])
-    doc = Int8Ranges(ranges, INT8_RECIPES[args.recipe], weights_hash(p.model), seg.info.architecture, size)
-    out = doc.save(args.out or ranges_path(args.checkpoint),
-                   f"{len(files)} of {args.frames.name}/ (sha256 {calibration_digest(files)})")
-    print(f"{out}: {len(ranges)} activations, recipe {args.recipe}")
+    doc = Int8Ranges(ranges, INT8_RECIPES[recipe], weights_hash(p.model), seg.info.architecture, size)
+    out = doc.save(out or ranges_path(checkpoint), f"{len(files)} of {frames.name}/ (sha256 {calibration_digest(files)})")
+    print(f"{out}: {len(ranges)} activations, recipe {recipe}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,36 @@ def test_int8_cache_key_follows_calibration_content_and_normalisation(stub_expor
     assert path(a, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) != base  # calibrated on other inputs
 
 
+def test_int8_cache_key_follows_the_ranges_file_content_and_recipe(stub_export, tmp_path):
+    """Ranges files of the same weights: other ranges or another recipe -> another graph; the same
+    content under another name -> the same graph."""
+    import json
+
+    from vsegcli.models import build_model
+
+    model = build_model("effl0", 11).eval()
+    ob = stub_export
+    base = {"format": ob.RANGES_FORMAT, "architecture": "effl0", "weights": ob.weights_hash(model),
+            "recipe": list(ob.INT8_CONSERVATIVE), "method": "minmax", "size": [32, 32], "frames": "test",
+            "ranges": {"/x_output_0": [0.0, 6.0]}}
+
+    def path(name: str, **change) -> Path:
+        f = tmp_path / f"{name}.int8-ranges.json"
+        f.write_text(json.dumps({**base, **change}))
+        return ob.OrtBackend(model, "int8", calibration=f).graph_path((32, 32))
+
+    first = path("a")
+    assert path("copy") == first
+    assert path("b", ranges={"/x_output_0": [0.0, 5.0]}) != first
+    assert path("c", recipe=list(ob.INT8_STEM_AND_HEAD)) != first
+    with pytest.raises(ob.VsegError, match="recipe must be a list"):
+        path("d", recipe="abc")
+    with pytest.raises(ob.VsegError, match="written by another vseg"):
+        path("e", format="vseg-int8-ranges/1")
+    with pytest.raises(ob.VsegError, match="int8 ranges of stt-effl0, not effl0"):
+        path("f", architecture="stt-effl0")
+
+
 def test_exported_part_is_asked_of_the_model():
     from vsegcli.models import build_model
     from vsegcli.models.base import Segmentor

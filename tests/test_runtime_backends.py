@@ -123,7 +123,8 @@ def test_effl0_int8_agrees_with_fp32(cache):
     # calibrated on frames: the conservative recipe (depthwise convs fp32); the stem stays fp32
     nodes = _int8_nodes(seg)
     assert _depthwise(nodes) and not any(_quantised(n, nodes) for n in _depthwise(nodes))
-    assert not any(_quantised(n, nodes) for n in nodes if n.name.startswith("/backbone/_conv_stem/"))
+    stem = [n for n in nodes if n.op_type == "Conv" and n.name.startswith("/backbone/_conv_stem/")]
+    assert stem and not any(_quantised(n, nodes) for n in stem)
 
 
 def _int8_nodes(seg) -> list:
@@ -278,10 +279,15 @@ def test_unusable_ranges_files_are_refused_in_one_line(cache, tmp_path, monkeypa
         with pytest.raises(VsegError, match="not a usable vseg int8 ranges file"):
             api.load(WEIGHTS / "effl0-camvid.safetensors", device="cpu", runtime="onnxruntime", precision="int8",
                      calibration=path)
-    # effl0's file for the stt-effl0 weights (its activations are a subset: only the hash tells)
-    with pytest.raises(VsegError, match="measured on other weights"):
+    # effl0's file for the stt-effl0 model (its activations are a subset of effl0's), and for
+    # other effl0 weights: the architecture, then the weights' hash tell
+    with pytest.raises(VsegError, match="int8 ranges of effl0, not stt-effl0"):
         api.load(WEIGHTS / "stt-effl0-camvid.safetensors", device="cpu", precision="int8",
                  calibration=WEIGHTS / "effl0-camvid.int8-ranges.json")
+    retrained = tmp_path / "retrained.int8-ranges.json"
+    retrained.write_text(json.dumps({**good, "weights": "0" * 16}))
+    with pytest.raises(VsegError, match="measured on other weights"):
+        api.load(WEIGHTS / "effl0-camvid.safetensors", device="cpu", precision="int8", calibration=retrained)
     other = tmp_path / "ranges.json"
     other.write_text(json.dumps(good))
     with pytest.raises(VsegError, match=r"\*\.int8-ranges\.json"):

@@ -608,8 +608,9 @@ def test_closing_a_decoder_leaves_no_crashed_log_thread():
 
 
 def test_ffmpeg_env_sets_gconv_path_unless_the_user_did(monkeypatch):
-    """Every ffmpeg we start gets GCONV_PATH (static ffmpeg 7.0 builds crash on MPEG-TS otherwise,
-    io.video.ffmpeg.ffmpeg_env); a value the user set is theirs and stays."""
+    """The environment our ffmpeg processes get (io.video.ffmpeg.ffmpeg_env; static ffmpeg 7.0
+    builds crash on MPEG-TS without GCONV_PATH, tests/test_sources.py streams TS through them): a
+    value the user set is theirs and stays."""
     import os
     import sys
 

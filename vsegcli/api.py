@@ -442,7 +442,8 @@ def load(
     extra) or "auto" (ONNX Runtime when installed and the model is supported);
     `precision` "int8" (ONNX Runtime on the CPU, also when `device` is "auto" on a GPU machine;
     calibrated on `calibration` or $VSEG_CALIBRATION_FRAMES — a folder of training frames or an
-    X.int8-ranges.json — else on the ranges file shipped beside the checkpoint) and CPU "bf16" are offered only for architectures whose accuracy was measured to hold
+    X.int8-ranges.json — else on the ranges file shipped beside the checkpoint) and CPU "bf16"
+    are offered only for architectures whose accuracy was measured to hold
     (`vsegcli.runtime.onnx_backend.check_precision`).
     """
     from vsegcli.checkpoints import CheckpointMeta, load_checkpoint

@@ -50,7 +50,8 @@ def precision_option() -> Callable[[F], F]:
                         help="fp16: GPUs. bf16: GPUs, or CPUs with AVX512-BF16/AMX. int8: ONNX Runtime on "
                              "the CPU (also with --device auto on a GPU machine); the shipped models carry their "
                              "calibration, others calibrate once on $VSEG_CALIBRATION_FRAMES (a folder of "
-                             "training frames); offered only for models whose accuracy was measured to hold "
+                             "training frames; it overrides the shipped ranges and keeps depthwise convs fp32, "
+                             "which is slower); offered only for models whose accuracy was measured to hold "
                              "(docs/PERFORMANCE.md).")
 
 

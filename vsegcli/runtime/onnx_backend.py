@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vsegcli import __version__
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import atomic_path
 from vsegcli.models.base import Segmentor
@@ -87,7 +88,7 @@ def exported_part(model: Segmentor) -> str | None:
     return None if getattr(model, "temporal", False) else "frame"
 
 
-class _Part(nn.Module):
+class FramePart(nn.Module):
     """The exported method as a module (torch.onnx.export traces `forward`)."""
 
     def __init__(self, model: Segmentor, part: str) -> None:
@@ -125,7 +126,7 @@ def cache_key(model: Segmentor, part: str, precision: str, extra: str = "") -> s
 
     fields = dict(arch=model.arch_name or type(model).__name__, options=model.arch_options, part=part,
                   precision=precision, weights=weights_hash(model), opset=OPSET, torch=torch.__version__,
-                  ort=ort.__version__, extra=extra)
+                  ort=ort.__version__, vseg=__version__, extra=extra)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
     arch = re.sub(r"[^A-Za-z0-9_.-]", "_", str(fields["arch"]))
     return f"{arch}-{part}-{precision}-{digest}"
@@ -135,7 +136,7 @@ def export_onnx(model: Segmentor, part: str, path: Path, size: tuple[int, int]) 
     """torch.onnx.export of `part` at input size (h, w) (opset 17, batch dynamic), atomically to `path`."""
     import onnx
 
-    wrapper = _Part(model, part).eval()
+    wrapper = FramePart(model, part).eval()
     x = torch.zeros(1, 3, *size)
     with torch.no_grad():
         outs = wrapper(x)
@@ -235,7 +236,7 @@ def calibrate_ranges(onnx_path: Path, arrays: list[np.ndarray]) -> dict[str, tup
 # benchmarks/write_int8_ranges.py on its training frames: `--precision int8` then needs no
 # calibration folder. The file names the weights it was measured on and its recipe.
 RANGES_SUFFIX = ".int8-ranges.json"
-RANGES_FORMAT = "vseg-int8-ranges/1"
+RANGES_FORMAT = "vseg-int8-ranges/2"  # /2: recipe and weights hash required
 
 
 def ranges_path(checkpoint: str | Path) -> Path:
@@ -246,7 +247,7 @@ def ranges_path(checkpoint: str | Path) -> Path:
 
 def ranges_beside(checkpoint: str | Path | None) -> Path | None:
     """The int8 ranges file shipped beside `checkpoint`, if there is one."""
-    if checkpoint is None or "://" in str(checkpoint):
+    if checkpoint is None:
         return None
     path = ranges_path(checkpoint)
     return path if path.is_file() else None
@@ -255,13 +256,16 @@ def ranges_beside(checkpoint: str | Path | None) -> Path | None:
 @dataclass
 class Int8Ranges:
     """A ranges file: per-activation (min, max), the fp32-kept node patterns, and the
-    `weights_hash` of the (BatchNorm-folded) model they were measured on."""
+    `weights_hash` of the (BatchNorm-folded) model they were measured on. `size` (the input size
+    they were measured at) is informational: activation ranges barely depend on it. `digest`: of
+    the file's bytes as read (the int8 graph's cache key)."""
 
     ranges: dict[str, tuple[float, float]]
     recipe: tuple[str, ...]
     weights: str
     architecture: str
     size: tuple[int, int]
+    digest: str = ""
 
     def save(self, path: Path, frames_note: str) -> Path:
         doc = {"format": RANGES_FORMAT, "architecture": self.architecture, "weights": self.weights,
@@ -276,18 +280,26 @@ class Int8Ranges:
         import math
 
         try:
-            doc = json.loads(Path(path).read_text())
+            raw = Path(path).read_bytes()
+            doc = json.loads(raw)
+            if isinstance(doc, dict) and str(doc.get("format", "")).startswith("vseg-int8-ranges/") \
+                    and doc["format"] != RANGES_FORMAT:
+                raise ValueError(f"{doc['format']} was written by another vseg; remake it with "
+                                 "benchmarks/write_int8_ranges.py")
             if not isinstance(doc, dict) or doc.get("format") != RANGES_FORMAT:
                 raise ValueError(f"expected a JSON object of format {RANGES_FORMAT}")
             ranges = {str(k): (float(lo), float(hi)) for k, (lo, hi) in dict(doc["ranges"]).items()}
-            bad = next((k for k, (lo, hi) in ranges.items() if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi)), None)
+            bad = next((k for k, (lo, hi) in ranges.items()
+                        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi)), None)
             if bad is not None or not ranges:
                 raise ValueError(f"range of {bad} is not finite with min <= max" if bad else "no ranges")
-            recipe = tuple(str(r) for r in doc["recipe"])
+            if not isinstance(doc["recipe"], list) or not all(isinstance(r, str) for r in doc["recipe"]):
+                raise ValueError("recipe must be a list of node-name patterns")
+            recipe = tuple(doc["recipe"])
             for r in recipe:
                 re.compile(r)
             return cls(ranges, recipe, str(doc["weights"]), str(doc["architecture"]),
-                       (int(doc["size"][0]), int(doc["size"][1])))
+                       (int(doc["size"][0]), int(doc["size"][1])), hashlib.sha256(raw).hexdigest()[:16])
         except (OSError, ValueError, KeyError, TypeError, IndexError, re.error) as exc:
             raise VsegError(f"{path}: not a usable vseg int8 ranges file ({exc})") from None
 
@@ -301,6 +313,8 @@ def calibration_source(source: str | Path | None) -> Path:
                         "to a folder of training images (e.g. camvid/train); the shipped models need none "
                         "(their ranges ship beside them)")
     path = Path(source)
+    if not path.exists():
+        raise VsegError(f"{path}: no such file or folder to calibrate int8 with")
     if path.is_file():
         if not path.name.endswith(RANGES_SUFFIX):
             raise VsegError(f"{path}: int8 calibrates on a folder of training frames or a ranges file named "
@@ -379,6 +393,9 @@ class OrtBackend:
             calibration = calibration_source(calibration)
             if calibration.is_file():
                 self.ranges = Int8Ranges.read(calibration)
+                if model.arch_name and self.ranges.architecture != model.arch_name:
+                    raise VsegError(f"{calibration} holds int8 ranges of {self.ranges.architecture}, not "
+                                    f"{model.arch_name}")
                 if self.ranges.weights != weights_hash(model):
                     raise VsegError(f"{calibration} was measured on other weights (another checkpoint, or BatchNorm "
                                     f"not folded); remake it, or calibrate on frames: {CALIBRATION_ENV}=FOLDER")
@@ -400,11 +417,12 @@ class OrtBackend:
             export_onnx(model, part, fp32_path, size)
         if self.precision != "int8":
             return fp32_path
-        source = Path(self.calibration)
-        files = calibration_images(source) if source.is_dir() else [source]
+        files = [] if self.ranges else calibration_images(self.calibration)
         # Everything the activation ranges depend on: the frames' content (names alone repeat
-        # across folders: VSPW's 00000000.jpg in every video) and the normalisation they get.
-        extra = (f"{tag};{','.join(self.keep_fp32)};{INT8_CALIBRATION};{calibration_digest(files)};"
+        # across folders: VSPW's 00000000.jpg in every video) and the normalisation they get, or
+        # the ranges file's content as validated.
+        source = self.ranges.digest if self.ranges else calibration_digest(files)
+        extra = (f"{tag};{','.join(self.keep_fp32)};{INT8_CALIBRATION};{source};"
                  f"mean={self.mean};std={self.std}")
         path = cache_dir() / f"{cache_key(model, part, 'int8', extra)}.onnx"
         if not path.is_file():
@@ -466,7 +484,6 @@ def resolve_runtime(runtime: str, model: Segmentor, device: torch.device, precis
     return runtime
 
 
-
 def make_backend(runtime: str, model: Segmentor, device: torch.device, precision: str,
                  mean: Sequence[float], std: Sequence[float], calibration: str | Path | None = None
                  ) -> TorchBackend | OrtBackend:
@@ -490,7 +507,8 @@ def make_backend(runtime: str, model: Segmentor, device: torch.device, precision
 MAX_MIOU_DROP = 0.5
 MEASURE_ENV = "VSEG_MEASURE_PRECISION"  # =1: skip the check (benchmarks/precision_accuracy.py sets it)
 # Measured with benchmarks/precision_accuracy.py (2026-11-30, ORT 1.32, torch 2.13, this CPU:
-# AVX512-BF16, no AMX); int8 = each architecture's recipe above (MinMax on 32 CamVid train frames).
+# AVX512-BF16, no AMX); int8 = the ranges files shipped beside the checkpoints (their recipe; MinMax on
+# 32 CamVid train frames).
 MEASURED_MIOU: dict[str, dict[str, float]] = {
     # the retrained effl0 / stt-effl0 of issue 14; int8 with the recipe and ranges shipped beside them
     "effl0": {"fp32": 66.66, "bf16": 66.59, "int8": 66.55},

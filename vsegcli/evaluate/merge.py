@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
+from vsegcli.distributed import all_reduce_sum_
 from vsegcli.metrics import ConfusionMatrix, VideoConsistency, all_reduce_
 
 __all__ = ["SequenceRecord", "Totals", "merge_across_ranks", "pooled_video_consistency", "shard_by_frames"]
@@ -91,14 +91,10 @@ def merge_across_ranks(
     import torch.distributed as dist
 
     all_reduce_(cm)
-    counts = torch.from_numpy(np.concatenate([
+    counts_np = all_reduce_sum_(np.concatenate([
         totals.tc_confusion.reshape(-1),
         np.array([totals.flicker_changed, totals.flicker_pixels, totals.tc_pairs], dtype=np.int64),
     ]))
-    if dist.get_backend() == "nccl":
-        counts = counts.cuda()
-    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-    counts_np = counts.cpu().numpy()
     n = totals.tc_confusion.size
     totals.tc_confusion[:] = counts_np[:n].reshape(totals.tc_confusion.shape)
     totals.flicker_changed, totals.flicker_pixels, totals.tc_pairs = (int(v) for v in counts_np[n:])

@@ -297,14 +297,11 @@ def all_reduce_(cm: ConfusionMatrix, group: Any = None) -> ConfusionMatrix:
     Works with gloo (CPU tensor) and NCCL (the counts travel on the current CUDA device).
     Every rank must call it. Returns `cm` for chaining.
     """
-    import torch
     import torch.distributed as dist
+
+    from vsegcli.distributed import all_reduce_sum_
 
     if not (dist.is_available() and dist.is_initialized()):
         raise VsegError("all_reduce_ needs an initialised torch.distributed process group")
-    counts = torch.from_numpy(cm.counts_with_misses)
-    if dist.get_backend(group) == "nccl":
-        counts = counts.cuda()
-    dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
-    cm._counts[:] = counts.cpu().numpy()
+    cm._counts[:] = all_reduce_sum_(cm.counts_with_misses, group)
     return cm

@@ -244,6 +244,7 @@ def test_shipped_ranges_make_int8_work_without_frames(cache, tmp_path, tiny_vide
     assert proc.returncode == 0, proc.stderr
     model = json.loads(proc.stdout)["model"]
     assert model["int8_calibration"] == str(WEIGHTS / "stt-effl0-camvid.int8-ranges.json")
+    assert model["int8_recipe"] == "stem-and-head"
     assert len(list((tmp_path / "lab").glob("*.png"))) == 3
     from vsegcli.runtime.onnx_backend import INT8_CONSERVATIVE, INT8_STEM_AND_HEAD, Int8Ranges
 
@@ -300,3 +301,4 @@ def test_calibration_frames_override_the_shipped_ranges(cache):
 
     _, seg = _labels("effl0-camvid.safetensors", _frames(1), runtime="onnxruntime", precision="int8")
     assert seg.info.int8_calibration == os.environ["VSEG_CALIBRATION_FRAMES"]
+    assert seg.info.int8_recipe == "conservative"  # frames: the depthwise convs stay fp32

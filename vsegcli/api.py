@@ -73,6 +73,7 @@ class ModelInfo:
     random_init: bool = False
     temporal: bool = False
     int8_calibration: str | None = None  # int8: the training-frame folder or ranges file it was calibrated on
+    int8_recipe: str | None = None  # int8: which nodes stay fp32 (onnx_backend.INT8_RECIPES name, or "custom")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -489,7 +490,12 @@ def load(
     predictor.frame_batch = int(frame_batch)
     predictor.shot_reset = bool(shot_reset)
     if predictor.precision == "int8":
-        info.int8_calibration = str(getattr(predictor.backend, "calibration", None))
+        from vsegcli.runtime.onnx_backend import INT8_RECIPES
+
+        backend = predictor.backend
+        info.int8_calibration = str(getattr(backend, "calibration", None))
+        keep = tuple(getattr(backend, "keep_fp32", ()))
+        info.int8_recipe = next((name for name, r in INT8_RECIPES.items() if r == keep), "custom")
     return VideoSegmenter(predictor, info)
 
 

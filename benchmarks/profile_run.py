@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
-import numpy as np
 import torch
 
 from vsegcli import api

@@ -477,11 +477,11 @@ def load(
     info.temporal = get_architecture(info.architecture).temporal
     if fold_bn:
         fold_batchnorm(net.eval())
-    from vsegcli.runtime.onnx_backend import CALIBRATION_ENV, check_precision, ranges_beside
+    from vsegcli.runtime.onnx_backend import calibration_source, check_precision, ranges_beside
 
     check_precision(info.architecture, precision, dev)
-    if calibration is None and not os.environ.get(CALIBRATION_ENV):
-        calibration = ranges_beside(info.checkpoint)  # a shipped model's int8 ranges: no frames needed
+    if precision == "int8":  # a shipped model's int8 ranges come with it: no frames needed
+        calibration = calibration_source(calibration, default=ranges_beside(info.checkpoint))
     predictor = Predictor(
         net, meta.mean, meta.std, Palette.from_list(meta.palette), dev, precision,
         size=size if size is not None else meta.input_size, classes=list(meta.classes),
@@ -489,13 +489,8 @@ def load(
     )
     predictor.frame_batch = int(frame_batch)
     predictor.shot_reset = bool(shot_reset)
-    if predictor.precision == "int8":
-        from vsegcli.runtime.onnx_backend import INT8_RECIPES
-
-        backend = predictor.backend
-        info.int8_calibration = str(getattr(backend, "calibration", None))
-        keep = tuple(getattr(backend, "keep_fp32", ()))
-        info.int8_recipe = next((name for name, r in INT8_RECIPES.items() if r == keep), "custom")
+    if predictor.precision == "int8":  # int8 runs only in an OrtBackend
+        info.int8_calibration, info.int8_recipe = str(predictor.backend.calibration), predictor.backend.recipe_name
     return VideoSegmenter(predictor, info)
 
 

@@ -58,8 +58,6 @@ INT8_STEM_AND_HEAD = (r"^/backbone/_conv_stem/", r"^/(?!backbone/)")
 INT8_CONSERVATIVE = (*INT8_STEM_AND_HEAD, r"_depthwise_conv/")
 INT8_RECIPES: dict[str, tuple[str, ...]] = {"conservative": INT8_CONSERVATIVE, "stem-and-head": INT8_STEM_AND_HEAD}
 CALIBRATION_ENV = "VSEG_CALIBRATION_FRAMES"
-# ORT calibration method for activation ranges: "minmax" or "percentile" (99.999th, clips outliers).
-INT8_CALIBRATION = "minmax"
 
 
 def ort_available() -> bool:
@@ -121,11 +119,12 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_key(model: Segmentor, part: str, precision: str, extra: str = "") -> str:
+def cache_key(model: Segmentor, part: str, precision: str, extra: str = "", weights: str | None = None) -> str:
+    """The cached graph's file stem; `weights`: `weights_hash(model)` when the caller has it."""
     import onnxruntime as ort
 
     fields = dict(arch=model.arch_name or type(model).__name__, options=model.arch_options, part=part,
-                  precision=precision, weights=weights_hash(model), opset=OPSET, torch=torch.__version__,
+                  precision=precision, weights=weights or weights_hash(model), opset=OPSET, torch=torch.__version__,
                   ort=ort.__version__, vseg=__version__, extra=extra)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
     arch = re.sub(r"[^A-Za-z0-9_.-]", "_", str(fields["arch"]))
@@ -174,7 +173,7 @@ class _Calibration:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray] | Mapping[str, Sequence[float]],
-                  keep_fp32: Sequence[str] = INT8_CONSERVATIVE, method: str = INT8_CALIBRATION) -> Path:
+                  keep_fp32: Sequence[str] = INT8_CONSERVATIVE) -> Path:
     """Static QDQ int8: per-channel weights, uint8 activations; nodes named under `keep_fp32` stay
     fp32. `calibration`: prepared frames (MinMax or percentile ranges measured on them), or
     activation ranges measured before (`calibrate_ranges`, e.g. shipped beside a checkpoint):
@@ -201,8 +200,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
                                                   for k, (lo, hi) in calibration.items() if k in needed}}
             quantize_static(str(pre), str(tmp), _Calibration(list(arrays)), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method={"minmax": CalibrationMethod.MinMax,
-                                              "percentile": CalibrationMethod.Percentile}[method],
+                            calibrate_method=CalibrationMethod.MinMax,
                             nodes_to_exclude=int8_nodes_to_exclude(pre, keep_fp32), extra_options=extra)
         finally:
             pre.unlink(missing_ok=True)
@@ -304,10 +302,11 @@ class Int8Ranges:
             raise VsegError(f"{path}: not a usable vseg int8 ranges file ({exc})") from None
 
 
-def calibration_source(source: str | Path | None) -> Path:
-    """Where int8 takes its activation ranges from: `source`, else $VSEG_CALIBRATION_FRAMES — a
-    folder of training frames or an int8 ranges file (RANGES_SUFFIX)."""
-    source = source or os.environ.get(CALIBRATION_ENV)
+def calibration_source(source: str | Path | None, default: Path | None = None) -> Path:
+    """Where int8 takes its activation ranges from: `source`, else $VSEG_CALIBRATION_FRAMES, else
+    `default` (the ranges file shipped beside a checkpoint) — a folder of training frames or an
+    int8 ranges file (RANGES_SUFFIX)."""
+    source = source or os.environ.get(CALIBRATION_ENV) or default
     if not source:
         raise VsegError(f"int8 is calibrated once per checkpoint on training frames: set {CALIBRATION_ENV} "
                         "to a folder of training images (e.g. camvid/train); the shipped models need none "
@@ -319,8 +318,6 @@ def calibration_source(source: str | Path | None) -> Path:
         if not path.name.endswith(RANGES_SUFFIX):
             raise VsegError(f"{path}: int8 calibrates on a folder of training frames or a ranges file named "
                             f"*{RANGES_SUFFIX}")
-        return path
-    calibration_images(path)  # a folder with frames, or say why not
     return path
 
 
@@ -388,15 +385,19 @@ class OrtBackend:
         if precision not in ("fp32", "int8"):
             raise VsegError(f"--runtime onnxruntime runs fp32 or int8, not {precision}")
         self.ranges: Int8Ranges | None = None
+        self.files: list[Path] = []  # the calibration frames (int8 from a folder)
+        self.weights = weights_hash(model)
         recipe = INT8_CONSERVATIVE
         if precision == "int8":  # nothing (usable) to calibrate with: say so before the first frame
             calibration = calibration_source(calibration)
-            if calibration.is_file():
+            if calibration.is_dir():
+                self.files = calibration_images(calibration)
+            else:
                 self.ranges = Int8Ranges.read(calibration)
                 if model.arch_name and self.ranges.architecture != model.arch_name:
                     raise VsegError(f"{calibration} holds int8 ranges of {self.ranges.architecture}, not "
                                     f"{model.arch_name}")
-                if self.ranges.weights != weights_hash(model):
+                if self.ranges.weights != self.weights:
                     raise VsegError(f"{calibration} was measured on other weights (another checkpoint, or BatchNorm "
                                     f"not folded); remake it, or calibrate on frames: {CALIBRATION_ENV}=FOLDER")
                 recipe = self.ranges.recipe
@@ -408,38 +409,38 @@ class OrtBackend:
         self.paths: dict[tuple[int, int], Path] = {}
         self.model = _with_ort_part(model, part, self._run)
 
+    @property
+    def recipe_name(self) -> str:
+        """The INT8_RECIPES name of the fp32-kept patterns, or "custom"."""
+        return next((name for name, r in INT8_RECIPES.items() if r == self.keep_fp32), "custom")
+
     def graph_path(self, size: tuple[int, int]) -> Path:
         """The cached graph for input size (h, w), exported (and quantised) if not there yet."""
         model, part = self.torch_model, self.part
         tag = f"{size[0]}x{size[1]}"
-        fp32_path = cache_dir() / f"{cache_key(model, part, 'fp32', tag)}.onnx"
+        fp32_path = cache_dir() / f"{cache_key(model, part, 'fp32', tag, self.weights)}.onnx"
         if not fp32_path.is_file():
             export_onnx(model, part, fp32_path, size)
         if self.precision != "int8":
             return fp32_path
-        files = [] if self.ranges else calibration_images(self.calibration)
         # Everything the activation ranges depend on: the frames' content (names alone repeat
         # across folders: VSPW's 00000000.jpg in every video) and the normalisation they get, or
         # the ranges file's content as validated.
-        source = self.ranges.digest if self.ranges else calibration_digest(files)
-        extra = (f"{tag};{','.join(self.keep_fp32)};{INT8_CALIBRATION};{source};"
-                 f"mean={self.mean};std={self.std}")
-        path = cache_dir() / f"{cache_key(model, part, 'int8', extra)}.onnx"
+        source = self.ranges.digest if self.ranges else calibration_digest(self.files)
+        extra = f"{tag};{','.join(self.keep_fp32)};minmax;{source};mean={self.mean};std={self.std}"
+        path = cache_dir() / f"{cache_key(model, part, 'int8', extra, self.weights)}.onnx"
         if not path.is_file():
             from vsegcli.data.datasets.base import read_image  # the training-frame reader
 
-            arrays = self.ranges.ranges if self.ranges else [self.prepare(read_image(p), size) for p in files]
-            quantize_int8(fp32_path, path, arrays, self.keep_fp32, INT8_CALIBRATION)
+            arrays = self.ranges.ranges if self.ranges else [self.prepare(read_image(p), size) for p in self.files]
+            quantize_int8(fp32_path, path, arrays, self.keep_fp32)
         return path
 
     def prepare(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        import torch.nn.functional as F
+        """A training frame (H, W, 3) uint8 -> the graph's input at `size`, as inference prepares it."""
+        from vsegcli.runtime.predictor import prepare_pixels
 
-        from vsegcli.runtime.predictor import normalise_pixels
-
-        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float()
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return normalise_pixels(x, self.mean, self.std).numpy()
+        return prepare_pixels(torch.from_numpy(image), size, self.mean, self.std).numpy()
 
     def session_for(self, size: tuple[int, int]) -> Any:
         if size not in self.sessions:

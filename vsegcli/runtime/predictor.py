@@ -47,6 +47,17 @@ def normalise_pixels(frames: torch.Tensor, mean: Sequence[float] | torch.Tensor,
     return (frames.float() - mean) / std
 
 
+def prepare_pixels(frame: torch.Tensor, size: tuple[int, int], mean: Sequence[float] | torch.Tensor,
+                   std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, h, w) float at `size` (bilinear when it differs), normalised.
+    The one preparation of network inputs: inference and int8 calibration both use it."""
+    h, w = frame.shape[:2]
+    x = frame.permute(2, 0, 1).unsqueeze(0).float()
+    if tuple(size) != (h, w):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return normalise_pixels(x, mean, std)
+
+
 def inference_size(height: int, width: int, short_side: int | None, divisor: int) -> tuple[int, int]:
     """Network input size: scale so the short side is `short_side` (if given), then round each side
     up to a multiple of `divisor` by resizing (mmseg's AlignedResize: 480x853 -> 480x864)."""
@@ -163,12 +174,7 @@ class Predictor:
 
     def prepare(self, frame: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 -> (1, 3, h, w) normalised float at the network input size."""
-        h, w = frame.shape[:2]
-        x = frame.permute(2, 0, 1).unsqueeze(0).float()
-        size = self.input_size(h, w)
-        if size != (h, w):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x = normalise_pixels(x, self.mean, self.std)
+        x = prepare_pixels(frame, self.input_size(*frame.shape[:2]), self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @torch.inference_mode()

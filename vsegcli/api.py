@@ -15,7 +15,6 @@ import json
 import math
 import os
 import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,6 +29,7 @@ from vsegcli.io.video.source import Source, parse_source
 from vsegcli.runtime import LabelPngSink, Predictor, Sink, VideoSink, select_device, stream
 from vsegcli.runtime.device import spec_for_precision
 from vsegcli.runtime.pipeline import shot_marked
+from vsegcli.runtime.signals import swapped_signals
 from vsegcli.runtime.render import Palette, draw_legend, legend_entries, load_palette, select_classes
 from vsegcli.runtime.stats import StatsSink
 
@@ -377,12 +377,11 @@ class _LiveSignals:
     """While a live source runs: the first Ctrl-C / SIGTERM / SIGHUP ends the stream (outputs
     kept: a live run has no other end); a second one goes to the previous handler (abort)."""
 
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
     def __init__(self, reader: Any) -> None:
         self.reader = reader
         self.previous: dict[int, Any] = {}
         self.fired = False
+        self._swap: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         # The first signal keeps the outputs, even when the stream already ended on its own
@@ -399,17 +398,12 @@ class _LiveSignals:
             raise KeyboardInterrupt
 
     def __enter__(self) -> "_LiveSignals":
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                sig = getattr(signal, name, None)
-                if sig is not None:
-                    self.previous[sig] = signal.getsignal(sig)
-                    signal.signal(sig, self._handler)
+        self._swap = swapped_signals(self._handler)
+        self.previous = self._swap.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, prev in self.previous.items():
-            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._swap.__exit__(*exc)
 
 
 def load(

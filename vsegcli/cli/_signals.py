@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from typing import Any, Iterator
 
-_CAUGHT = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+from vsegcli.runtime.signals import swapped_signals
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,9 +38,6 @@ def signals_as_interrupts() -> Iterator[None]:
     ones are ignored so that the cleanup the first one started can finish (it waits for worker
     threads at most a few seconds; SIGKILL remains for a hung one). A signal the parent set to be ignored
     (`nohup`) stays ignored. The previous handlers come back on exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     fired = False
 
     def handler(signum: int, frame: Any) -> None:
@@ -51,16 +47,5 @@ def signals_as_interrupts() -> Iterator[None]:
         fired = True
         raise Terminated(signum)
 
-    previous: dict[int, Any] = {}
-    for sig in _CAUGHT:
-        try:
-            if signal.getsignal(sig) is signal.SIG_IGN:
-                continue
-            previous[sig] = signal.signal(sig, handler)
-        except (ValueError, OSError):  # not settable here (embedded interpreter)
-            continue
-    try:
+    with swapped_signals(handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

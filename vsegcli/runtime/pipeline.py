@@ -262,18 +262,11 @@ def commit_all(sinks: list[Sink]) -> list[Any]:
     them, so the run keeps all its outputs rather than some (handlers can only be swapped on the
     main thread; elsewhere the commits just run back to back). A failing `close()` still raises
     (the caller aborts the rest)."""
+    from vsegcli.runtime.signals import swapped_signals
+
     held: list[int] = []
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-            sig = getattr(signal, name, None)
-            if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
-                previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
-    try:
+    with swapped_signals(lambda signum, frame: held.append(signum)):
         results = [s.close() for s in sinks]
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if held:  # now that every output is final: the interrupt the user asked for
         signal.raise_signal(held[0])
     return results

@@ -6,7 +6,7 @@
 Outside torchrun it is the single-process `Dist` on the selected device, and every helper below is
 then a no-op that returns what a one-process group would (so callers never branch on it).
 `vseg train` and `vseg eval` both start this way. Merging metric counts across ranks is the
-metrics' own business (`ConfusionMatrix.all_reduce_`); the sum itself is `all_reduce_sum_` here.
+metrics' own business (`metrics.all_reduce_`, `metrics.all_reduce_sum`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -137,20 +136,6 @@ def all_reduce_mean(t: torch.Tensor, d: Dist) -> torch.Tensor:
         work /= d.world
         t = work.to(t.device)
     return t
-
-
-def all_reduce_sum_(counts: np.ndarray, group: Any = None) -> np.ndarray:
-    """Sum a numpy array (integer counts) over the ranks of the default or given group, in place;
-    every rank must call it. NCCL has no CPU tensors: there the sum travels on the current CUDA
-    device, which `init_distributed` sets to cuda:LOCAL_RANK."""
-    import torch.distributed as dist
-
-    t = torch.from_numpy(counts)
-    if dist.get_backend(group) == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-    counts[...] = t.cpu().numpy()
-    return counts
 
 
 def sync_buffers(model: nn.Module, d: Dist) -> None:

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from vsegcli.distributed import all_reduce_sum_
-from vsegcli.metrics import ConfusionMatrix, VideoConsistency, all_reduce_
+from vsegcli.metrics import ConfusionMatrix, VideoConsistency, all_reduce_, all_reduce_sum
 
 __all__ = ["SequenceRecord", "Totals", "merge_across_ranks", "pooled_video_consistency", "shard_by_frames"]
 
@@ -91,7 +90,7 @@ def merge_across_ranks(
     import torch.distributed as dist
 
     all_reduce_(cm)
-    counts_np = all_reduce_sum_(np.concatenate([
+    counts_np = all_reduce_sum(np.concatenate([
         totals.tc_confusion.reshape(-1),
         np.array([totals.flicker_changed, totals.flicker_pixels, totals.tc_pairs], dtype=np.int64),
     ]))

@@ -48,7 +48,8 @@ STATS_SUFFIXES = (".csv", ".jsonl")
 def check_video_suffix(path: str | os.PathLike) -> None:
     """The containers vseg writes (io.video.writer knows their audio rules)."""
     if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
-        raise VsegError(f"cannot write video {path}: use a .mp4 (or .mov/.m4v/.mkv) file name")
+        others = "/".join(s for s in VIDEO_SUFFIXES if s != ".mp4")
+        raise VsegError(f"cannot write video {path}: use a .mp4 (or {others}) file name")
 
 
 def stats_format(path: str | os.PathLike) -> str:

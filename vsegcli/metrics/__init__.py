@@ -6,7 +6,7 @@ print them; flicker rates and class shares are fractions.
 """
 from __future__ import annotations
 
-from vsegcli.metrics.confusion import ConfusionMatrix, all_reduce_
+from vsegcli.metrics.confusion import ConfusionMatrix, all_reduce_, all_reduce_sum
 from vsegcli.metrics.temporal_consistency import (
     TemporalConsistency,
     TemporalConsistencyResult,
@@ -17,6 +17,7 @@ from vsegcli.metrics.video_consistency import OFFICIAL_SKIP_THRESHOLD, VideoCons
 __all__ = [
     "ConfusionMatrix",
     "all_reduce_",
+    "all_reduce_sum",
     "TemporalConsistency",
     "TemporalConsistencyResult",
     "temporal_consistency",

@@ -31,7 +31,7 @@ import numpy as np
 from vsegcli.errors import VsegError
 from vsegcli.io.jsonio import finite
 
-__all__ = ["ConfusionMatrix", "all_reduce_"]
+__all__ = ["ConfusionMatrix", "all_reduce_", "all_reduce_sum"]
 
 
 def _is_tensor(x: Any) -> bool:
@@ -299,9 +299,23 @@ def all_reduce_(cm: ConfusionMatrix, group: Any = None) -> ConfusionMatrix:
     """
     import torch.distributed as dist
 
-    from vsegcli.distributed import all_reduce_sum_
-
     if not (dist.is_available() and dist.is_initialized()):
         raise VsegError("all_reduce_ needs an initialised torch.distributed process group")
-    cm._counts[:] = all_reduce_sum_(cm.counts_with_misses, group)
+    cm._counts[:] = all_reduce_sum(cm.counts_with_misses, group)
     return cm
+
+
+def all_reduce_sum(counts: np.ndarray, group: Any = None) -> np.ndarray:
+    """The sum of a numpy array of counts over the ranks of the default (or given) group; every
+    rank must call it. NCCL has no CPU tensors: there the sum travels on the current CUDA device,
+    which `distributed.init_distributed` sets to cuda:LOCAL_RANK."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.from_numpy(np.ascontiguousarray(counts))
+    if dist.get_backend(group) == "nccl":
+        t = t.cuda()
+    else:
+        t = t.clone()  # gloo sums in place: leave the caller's array alone
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t.cpu().numpy()

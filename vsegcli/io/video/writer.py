@@ -21,17 +21,13 @@ import numpy as np
 
 from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import part_name
-from vsegcli.io.outputs import check_file_output, check_video_suffix
+from vsegcli.io.outputs import VIDEO_SUFFIXES, check_file_output, check_video_suffix
 from vsegcli.io.video.ffmpeg import error_line, ffmpeg_env, ffmpeg_exe, parse_streams, popen_detached, run_ffmpeg_info
 
-# Output containers we write, and the audio codecs each can carry as-is (others -> AAC).
+# The audio codecs each output container (io.outputs.VIDEO_SUFFIXES) carries as-is (others -> AAC):
+# the MP4 family's, and Matroska's on top.
 _MP4_AUDIO_COPY = {"aac", "mp3", "alac", "ac3", "eac3"}
-_AUDIO_COPY = {
-    ".mp4": _MP4_AUDIO_COPY,
-    ".m4v": _MP4_AUDIO_COPY,
-    ".mov": _MP4_AUDIO_COPY,
-    ".mkv": _MP4_AUDIO_COPY | {"opus", "vorbis", "flac"},
-}
+_AUDIO_COPY = {s: _MP4_AUDIO_COPY | ({"opus", "vorbis", "flac"} if s == ".mkv" else set()) for s in VIDEO_SUFFIXES}
 
 
 # Writers still open at interpreter exit are aborted, so a crash leaves no temporary files.

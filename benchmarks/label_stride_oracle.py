@@ -16,22 +16,18 @@ import numpy as np
 
 from vsegcli.data.datasets import list_sequences, read_label
 from vsegcli.data.labels import get_label_set
+from vsegcli.metrics import ConfusionMatrix
 
 
-def oracle_iou(labels: list[np.ndarray], k: int, stride: int) -> np.ndarray:
-    inter, union = np.zeros(k), np.zeros(k)
+def oracle_scores(labels: list[np.ndarray], k: int, stride: int, ignore_index: int) -> ConfusionMatrix:
+    cm = ConfusionMatrix(k, ignore_index)
     for lb in labels:
         h, w = lb.shape
         size = (max(1, round(w / stride)), max(1, round(h / stride)))
         up = np.stack([cv2.resize(cv2.resize((lb == c).astype(np.float32), size, interpolation=cv2.INTER_AREA),
                                   (w, h), interpolation=cv2.INTER_LINEAR) for c in range(k)], -1)
-        pred = up.argmax(-1)
-        valid = lb < k
-        for c in range(k):
-            a, b = (pred == c) & valid, lb == c
-            inter[c] += np.count_nonzero(a & b)
-            union[c] += np.count_nonzero(a | b)
-    return inter / np.maximum(union, 1)
+        cm.update(up.argmax(-1), lb)
+    return cm
 
 
 def main() -> None:
@@ -46,8 +42,8 @@ def main() -> None:
     print("| stride | mIoU | " + " | ".join(ls.classes) + " |")
     print("|---" * (len(ls.classes) + 2) + "|")
     for stride in (int(s) for s in a.strides.split(",")):
-        iou = 100 * oracle_iou(labels, ls.num_classes, stride)
-        print(f"| {stride} | {iou.mean():.2f} | " + " | ".join(f"{v:.1f}" for v in iou) + " |")
+        cm = oracle_scores(labels, ls.num_classes, stride, ls.ignore_index)
+        print(f"| {stride} | {100 * cm.miou:.2f} | " + " | ".join(f"{100 * v:.1f}" for v in cm.iou) + " |")
 
 
 if __name__ == "__main__":

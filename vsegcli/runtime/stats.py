@@ -19,7 +19,6 @@ from typing import Callable
 
 import numpy as np
 
-from vsegcli.errors import VsegError
 from vsegcli.io.fsutil import part_name
 from vsegcli.io.outputs import stats_format
 

@@ -210,7 +210,9 @@ def convert_checkpoint(
     if "provenance" in changes:
         changes["provenance"] = {**meta.provenance, **dict(changes["provenance"])}
     if num_frames is not None:
-        if getattr(loaded.model, "stt", None) is None:
+        from vsegcli.models.registry import get_architecture
+
+        if "num_frames" not in get_architecture(meta.architecture).defaults:  # the architecture's own options
             raise VsegError(f"--num-frames sets STT's key frames; {meta.architecture} has no STT")
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
             raise VsegError(f"--num-frames must be a whole number >= 1, got {num_frames!r}")
